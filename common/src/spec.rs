@@ -1,0 +1,430 @@
+//! The job spec: one definition serves `carto run`'s flags (clap), `JOB.toml`
+//! (serde, the same names with `_` for `-`) and the wire (`proto::v1::JobSpec`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{DatasetSpec, FeatureSource};
+use crate::proto::v1 as pb;
+use crate::{CartoError, Result};
+
+/// Defaults, documented in the README's flag table.
+pub mod defaults {
+    pub const HIDDEN: u32 = 256;
+    pub const EPOCHS: u32 = 5;
+    pub const BATCH_SIZE: u32 = 64;
+    pub const SEED: u64 = 42;
+    pub const WORKERS: u32 = 1;
+    pub const EMBED_DIM: u32 = 64;
+    pub const HASH_BITS: u32 = 20;
+    pub const MAX_LEN: u32 = 128;
+    /// Adam's learning rate per model family.
+    pub fn lr(model: &str) -> f64 {
+        match model {
+            "bow" => 5e-3,
+            "bert" | "roberta" => 2e-5,
+            _ => 1e-3,
+        }
+    }
+}
+
+pub const MODELS: &[&str] = &["linear", "mlp", "bow", "bert", "roberta"];
+
+/// A cartography job. `None` means "the default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Dataset file: Parquet, CSV or JSONL (by extension).
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<String>,
+    /// Column holding the gold label (integers are class indices; strings are mapped in sorted order).
+    #[arg(long, value_name = "COL")]
+    pub label_col: Option<String>,
+    /// Column holding text (for --model bow|bert|roberta).
+    #[arg(long, value_name = "COL")]
+    pub text_col: Option<String>,
+    /// Numeric feature columns, comma separated.
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',')]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_cols: Vec<String>,
+    /// One column holding a list of numbers per row.
+    #[arg(long, value_name = "COL")]
+    pub features_col: Option<String>,
+    /// The user's id column, copied to the outputs with its original type.
+    #[arg(long, value_name = "COL")]
+    pub id_col: Option<String>,
+    /// linear | mlp | bow | bert | roberta [default: bow for text, mlp for numbers].
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Hidden width of the mlp [default: 256].
+    #[arg(long, value_name = "H")]
+    pub hidden: Option<u32>,
+    /// Training epochs, each one recorded [default: 5].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u32>,
+    /// Global batch size, split evenly across workers [default: 64].
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<u32>,
+    /// Adam learning rate [default: 1e-3; bow 5e-3; bert/roberta 2e-5].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Seed of initialisation and shuffling [default: 42].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Worker processes (ranks) training one model data-parallel [default: 1].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
+    /// Intra-op threads per worker [default: cores / workers].
+    #[arg(long, value_name = "T")]
+    pub threads_per_worker: Option<u32>,
+    /// train: record during the training forward pass (the paper's choice); eval: an extra no-grad pass per epoch [default: train].
+    #[arg(long, value_name = "PASS")]
+    pub dynamics_pass: Option<String>,
+    /// cpu | cuda [default: cpu].
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<String>,
+    /// Hugging Face save_pretrained directory (bert/roberta).
+    #[arg(long, value_name = "DIR")]
+    pub pretrained: Option<String>,
+    /// Maximum tokens per text (bert/roberta) [default: 128].
+    #[arg(long, value_name = "L")]
+    pub max_len: Option<u32>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<String>,
+    /// bow: embedding width [default: 64].
+    #[arg(long, value_name = "D")]
+    pub embed_dim: Option<u32>,
+    /// bow: log2 of the number of hash buckets [default: 20].
+    #[arg(long, value_name = "BITS")]
+    pub hash_bits: Option<u32>,
+    /// A name shown by `carto list`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Internal: switch off recording (benchmarks of its overhead).
+    #[arg(long, hide = true)]
+    pub record_dynamics: Option<bool>,
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+impl JobSpec {
+    /// Parses a `JOB.toml`; errors name the file and the offending field.
+    pub fn from_toml(text: &str, path: &str) -> Result<JobSpec> {
+        toml::from_str(text).map_err(|e| {
+            CartoError::invalid(format!("{path}: {}", e.to_string().replace('\n', " ").trim()))
+        })
+    }
+
+    pub fn is_text(&self) -> bool {
+        non_empty(&self.text_col).is_some()
+    }
+
+    pub fn model(&self) -> &str {
+        match non_empty(&self.model) {
+            Some(m) => m,
+            None if self.is_text() => "bow",
+            None => "mlp",
+        }
+    }
+    pub fn hidden(&self) -> u32 {
+        self.hidden.unwrap_or(defaults::HIDDEN)
+    }
+    pub fn epochs(&self) -> u32 {
+        self.epochs.unwrap_or(defaults::EPOCHS)
+    }
+    pub fn batch_size(&self) -> u32 {
+        self.batch_size.unwrap_or(defaults::BATCH_SIZE)
+    }
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| defaults::lr(self.model()))
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(defaults::SEED)
+    }
+    pub fn workers(&self) -> u32 {
+        self.workers.unwrap_or(defaults::WORKERS)
+    }
+    pub fn threads_per_worker(&self) -> u32 {
+        self.threads_per_worker.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            (cores / self.workers().max(1)).max(1)
+        })
+    }
+    pub fn dynamics_pass(&self) -> &str {
+        non_empty(&self.dynamics_pass).unwrap_or("train")
+    }
+    pub fn device(&self) -> &str {
+        non_empty(&self.device).unwrap_or("cpu")
+    }
+    pub fn max_len(&self) -> u32 {
+        self.max_len.unwrap_or(defaults::MAX_LEN)
+    }
+    pub fn embed_dim(&self) -> u32 {
+        self.embed_dim.unwrap_or(defaults::EMBED_DIM)
+    }
+    pub fn hash_bits(&self) -> u32 {
+        self.hash_bits.unwrap_or(defaults::HASH_BITS)
+    }
+    pub fn record_dynamics(&self) -> bool {
+        self.record_dynamics.unwrap_or(true)
+    }
+
+    /// Where the features come from; validated by [`JobSpec::validate`].
+    pub fn feature_source(&self) -> Result<FeatureSource> {
+        let text = non_empty(&self.text_col);
+        let list = non_empty(&self.features_col);
+        let cols = !self.feature_cols.is_empty();
+        match (text, cols, list) {
+            (Some(t), false, None) => Ok(FeatureSource::Text(t.to_string())),
+            (None, true, None) => Ok(FeatureSource::Columns(self.feature_cols.clone())),
+            (None, false, Some(l)) => Ok(FeatureSource::List(l.to_string())),
+            (None, false, None) => Err(CartoError::invalid(
+                "no features: give one of --text-col, --feature-cols or --features-col",
+            )),
+            _ => Err(CartoError::invalid(
+                "give only one of --text-col, --feature-cols and --features-col",
+            )),
+        }
+    }
+
+    pub fn dataset_spec(&self) -> Result<DatasetSpec> {
+        let data = non_empty(&self.data)
+            .ok_or_else(|| CartoError::invalid("data (--data) is required"))?;
+        let label_col = non_empty(&self.label_col)
+            .ok_or_else(|| CartoError::invalid("label_col (--label-col) is required"))?;
+        Ok(DatasetSpec {
+            path: PathBuf::from(data),
+            label_col: label_col.to_string(),
+            id_col: non_empty(&self.id_col).map(str::to_string),
+            features: self.feature_source()?,
+        })
+    }
+
+    /// Checks every field without touching the data. Messages name the field.
+    pub fn validate(&self) -> Result<()> {
+        self.dataset_spec()?;
+        if non_empty(&self.out).is_none() {
+            return Err(CartoError::invalid("out (--out) is required"));
+        }
+        let model = self.model();
+        if !MODELS.contains(&model) {
+            return Err(CartoError::invalid(format!(
+                "model (--model): unknown model '{model}', expected one of {}",
+                MODELS.join(", ")
+            )));
+        }
+        match (model, self.is_text()) {
+            ("linear" | "mlp", true) => {
+                return Err(CartoError::invalid(format!(
+                    "model (--model) '{model}' needs numeric features (--feature-cols or --features-col), not --text-col"
+                )))
+            }
+            ("bow" | "bert" | "roberta", false) => {
+                return Err(CartoError::invalid(format!("model (--model) '{model}' needs --text-col")))
+            }
+            _ => {}
+        }
+        if matches!(model, "bert" | "roberta") && non_empty(&self.pretrained).is_none() {
+            return Err(CartoError::invalid(format!(
+                "model (--model) '{model}' needs --pretrained DIR (a save_pretrained directory)"
+            )));
+        }
+        let positive = [
+            ("hidden (--hidden)", self.hidden()),
+            ("epochs (--epochs)", self.epochs()),
+            ("batch_size (--batch-size)", self.batch_size()),
+            ("workers (--workers)", self.workers()),
+            ("threads_per_worker (--threads-per-worker)", self.threads_per_worker()),
+            ("max_len (--max-len)", self.max_len()),
+            ("embed_dim (--embed-dim)", self.embed_dim()),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(CartoError::invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if !(1..=28).contains(&self.hash_bits()) {
+            return Err(CartoError::invalid("hash_bits (--hash-bits) must be between 1 and 28"));
+        }
+        let lr = self.lr();
+        if !lr.is_finite() || lr < 0.0 {
+            return Err(CartoError::invalid(format!("lr (--lr) must be a finite number ≥ 0, got {lr}")));
+        }
+        if self.batch_size() % self.workers() != 0 {
+            return Err(CartoError::invalid(format!(
+                "batch_size (--batch-size) {} must be a multiple of workers (--workers) {}: the global batch is split evenly across ranks",
+                self.batch_size(),
+                self.workers()
+            )));
+        }
+        if !matches!(self.dynamics_pass(), "train" | "eval") {
+            return Err(CartoError::invalid(format!(
+                "dynamics_pass (--dynamics-pass) must be train or eval, got '{}'",
+                self.dynamics_pass()
+            )));
+        }
+        let device = self.device();
+        if device != "cpu" && device != "cuda" && !device.starts_with("cuda:") {
+            return Err(CartoError::invalid(format!("device (--device) must be cpu or cuda, got '{device}'")));
+        }
+        Ok(())
+    }
+
+    /// The same spec with every default written out (what `job.json` records
+    /// and what workers receive).
+    pub fn with_defaults(&self) -> JobSpec {
+        JobSpec {
+            model: Some(self.model().to_string()),
+            hidden: Some(self.hidden()),
+            epochs: Some(self.epochs()),
+            batch_size: Some(self.batch_size()),
+            lr: Some(self.lr()),
+            seed: Some(self.seed()),
+            workers: Some(self.workers()),
+            threads_per_worker: Some(self.threads_per_worker()),
+            dynamics_pass: Some(self.dynamics_pass().to_string()),
+            device: Some(self.device().to_string()),
+            max_len: Some(self.max_len()),
+            embed_dim: Some(self.embed_dim()),
+            hash_bits: Some(self.hash_bits()),
+            record_dynamics: Some(self.record_dynamics()),
+            ..self.clone()
+        }
+    }
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl From<pb::JobSpec> for JobSpec {
+    fn from(p: pb::JobSpec) -> Self {
+        JobSpec {
+            data: opt(p.data),
+            label_col: opt(p.label_col),
+            text_col: opt(p.text_col),
+            feature_cols: p.feature_cols,
+            features_col: opt(p.features_col),
+            id_col: opt(p.id_col),
+            model: opt(p.model),
+            hidden: p.hidden,
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            lr: p.lr,
+            seed: p.seed,
+            workers: p.workers,
+            threads_per_worker: p.threads_per_worker,
+            dynamics_pass: opt(p.dynamics_pass),
+            device: opt(p.device),
+            pretrained: opt(p.pretrained),
+            max_len: p.max_len,
+            out: opt(p.out),
+            embed_dim: p.embed_dim,
+            hash_bits: p.hash_bits,
+            name: opt(p.name),
+            record_dynamics: p.record_dynamics,
+        }
+    }
+}
+
+impl From<JobSpec> for pb::JobSpec {
+    fn from(s: JobSpec) -> Self {
+        pb::JobSpec {
+            data: s.data.unwrap_or_default(),
+            label_col: s.label_col.unwrap_or_default(),
+            text_col: s.text_col.unwrap_or_default(),
+            feature_cols: s.feature_cols,
+            features_col: s.features_col.unwrap_or_default(),
+            id_col: s.id_col.unwrap_or_default(),
+            model: s.model.unwrap_or_default(),
+            hidden: s.hidden,
+            epochs: s.epochs,
+            batch_size: s.batch_size,
+            lr: s.lr,
+            seed: s.seed,
+            workers: s.workers,
+            threads_per_worker: s.threads_per_worker,
+            dynamics_pass: s.dynamics_pass.unwrap_or_default(),
+            device: s.device.unwrap_or_default(),
+            pretrained: s.pretrained.unwrap_or_default(),
+            max_len: s.max_len,
+            out: s.out.unwrap_or_default(),
+            embed_dim: s.embed_dim,
+            hash_bits: s.hash_bits,
+            name: s.name.unwrap_or_default(),
+            record_dynamics: s.record_dynamics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> JobSpec {
+        JobSpec {
+            data: Some("d.csv".into()),
+            label_col: Some("label".into()),
+            text_col: Some("text".into()),
+            out: Some("out".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn toml_uses_underscored_flag_names_and_rejects_unknown_fields() {
+        let s = JobSpec::from_toml(
+            "data = \"x.parquet\"\nlabel_col = \"y\"\nfeatures_col = \"pixels\"\nworkers = 2\nout = \"/shared/out\"\nlr = 0.0\n",
+            "JOB.toml",
+        )
+        .unwrap();
+        assert_eq!(s.features_col.as_deref(), Some("pixels"));
+        assert_eq!(s.workers(), 2);
+        assert_eq!(s.lr(), 0.0);
+        assert_eq!(s.model(), "mlp");
+        let err = JobSpec::from_toml("data = \"x\"\nepoch = 3\n", "JOB.toml").unwrap_err().to_string();
+        assert!(err.starts_with("JOB.toml: ") && err.contains("epoch"), "{err}");
+    }
+
+    #[test]
+    fn defaults_depend_on_the_features() {
+        let s = base();
+        assert_eq!(s.model(), "bow");
+        assert_eq!(s.lr(), defaults::lr("bow"));
+        s.validate().unwrap();
+        let full = s.with_defaults();
+        assert_eq!(full.epochs, Some(defaults::EPOCHS));
+        assert_eq!(full.model.as_deref(), Some("bow"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases: Vec<(JobSpec, &str)> = vec![
+            (JobSpec { data: None, ..base() }, "--data"),
+            (JobSpec { out: None, ..base() }, "--out"),
+            (JobSpec { epochs: Some(0), ..base() }, "epochs"),
+            (JobSpec { model: Some("mlp".into()), ..base() }, "numeric features"),
+            (JobSpec { model: Some("cnn".into()), ..base() }, "unknown model 'cnn'"),
+            (JobSpec { feature_cols: vec!["a".into()], ..base() }, "only one of"),
+            (JobSpec { workers: Some(3), batch_size: Some(64), ..base() }, "multiple of workers"),
+            (JobSpec { lr: Some(f64::NAN), ..base() }, "lr"),
+            (JobSpec { dynamics_pass: Some("test".into()), ..base() }, "dynamics_pass"),
+            (JobSpec { model: Some("roberta".into()), ..base() }, "--pretrained"),
+        ];
+        for (spec, want) in cases {
+            let err = spec.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn wire_form_round_trips() {
+        let s = JobSpec { feature_cols: vec!["a".into(), "b".into()], text_col: None, lr: Some(0.0), ..base() };
+        let back: JobSpec = pb::JobSpec::from(s.clone()).into();
+        assert_eq!(back, s);
+    }
+}

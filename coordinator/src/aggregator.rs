@@ -1,0 +1,371 @@
+//! Where batches are merged: one job's dynamics, epoch by epoch.
+//!
+//! Each epoch has a stage: one slot per sample (gold_prob, correct, margin,
+//! el2n, seen). Ranks stream their rows in any order; every chunk is validated
+//! against the job (shard ownership, labels, duplicates, finite values) before
+//! anything is staged, and a rank whose report fails has all its staged rows
+//! cleared. When every rank has reported and said the epoch is done, and every
+//! sample has exactly one row, the stage is folded into the per-sample
+//! accumulators (memory O(samples), never samples × epochs) and the epoch's
+//! partition files are renamed into place. An epoch that never completes
+//! leaves the accumulators untouched: nothing counted twice, nothing lost.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use carto_common::dynamics::{self, DynamicsView};
+use carto_common::metrics::SampleAccumulators;
+use carto_common::proto::v1 as pb;
+use carto_common::sampler::ShardPlan;
+use carto_common::{CartoError, Result};
+use parquet::arrow::ArrowWriter;
+
+use crate::outputs::{self, SampleInfo};
+
+/// One epoch's staged rows.
+struct EpochStage {
+    epoch: u32,
+    owner: Vec<u32>,
+    gold_prob: Vec<f64>,
+    margin: Vec<f64>,
+    el2n: Vec<f64>,
+    correct: Vec<bool>,
+    seen: Vec<bool>,
+    staged: u64,
+    /// Rows received per rank, and whether that rank's report stream finished.
+    rows: Vec<u64>,
+    reported: Vec<bool>,
+    done: Vec<Option<pb::EpochDoneRequest>>,
+    started: Instant,
+}
+
+impl EpochStage {
+    fn new(epoch: u32, plan: &StagePlan) -> Self {
+        let n = plan.num_samples as usize;
+        let w = plan.world_size as usize;
+        EpochStage {
+            epoch,
+            owner: ShardPlan::owners(plan.num_samples, plan.seed, plan.world_size, epoch),
+            gold_prob: vec![0.0; n],
+            margin: vec![0.0; n],
+            el2n: vec![0.0; n],
+            correct: vec![false; n],
+            seen: vec![false; n],
+            staged: 0,
+            rows: vec![0; w],
+            reported: vec![false; w],
+            done: vec![None; w],
+            started: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StagePlan {
+    num_samples: u64,
+    seed: u64,
+    world_size: u32,
+}
+
+/// A rank's report of one epoch being written: its partition file, streamed
+/// under a hidden name until the epoch commits.
+pub struct PartWriter {
+    rank: u32,
+    epoch: u32,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+}
+
+impl PartWriter {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let w = self.writer.as_mut().expect("writer open until finish");
+        w.write(batch).map_err(|e| CartoError::internal(format!("{}: {e}", self.tmp.display())))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let f = w.into_inner().map_err(|e| CartoError::internal(format!("{}: {e}", self.tmp.display())))?;
+            f.sync_all().map_err(|e| CartoError::io(&self.tmp, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        // An unfinished report leaves nothing behind.
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The result of committing an epoch.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub summary: pb::EpochSummary,
+    /// The job's last epoch was committed.
+    pub last: bool,
+}
+
+pub struct Aggregator {
+    out: PathBuf,
+    info: Arc<SampleInfo>,
+    num_classes: i64,
+    plan: StagePlan,
+    epochs_total: u32,
+    record: bool,
+    acc: SampleAccumulators,
+    stage: Option<EpochStage>,
+}
+
+impl Aggregator {
+    pub fn new(
+        out: &Path,
+        info: Arc<SampleInfo>,
+        num_classes: usize,
+        seed: u64,
+        world_size: u32,
+        epochs_total: u32,
+        record: bool,
+    ) -> Self {
+        let n = info.len();
+        let plan = StagePlan { num_samples: n as u64, seed, world_size };
+        Aggregator {
+            out: out.to_path_buf(),
+            info,
+            num_classes: num_classes as i64,
+            plan,
+            epochs_total,
+            record,
+            acc: SampleAccumulators::new(n),
+            stage: None,
+        }
+    }
+
+    pub fn accumulators(&self) -> &SampleAccumulators {
+        &self.acc
+    }
+
+    /// Opens the stage of `epoch` (the next uncommitted one).
+    pub fn begin_epoch(&mut self, epoch: u32) {
+        self.stage = Some(EpochStage::new(epoch, &self.plan));
+    }
+
+    pub fn current_epoch(&self) -> Option<u32> {
+        self.stage.as_ref().map(|s| s.epoch)
+    }
+
+    fn stage_for(&mut self, epoch: u32, rank: u32) -> Result<&mut EpochStage> {
+        if rank >= self.plan.world_size {
+            return Err(CartoError::invalid(format!(
+                "rank {rank} is outside the job's world of {}",
+                self.plan.world_size
+            )));
+        }
+        match self.stage.as_mut() {
+            Some(s) if s.epoch == epoch => Ok(s),
+            Some(s) => Err(CartoError::FailedPrecondition(format!(
+                "epoch {epoch} is not the epoch being recorded ({})",
+                s.epoch
+            ))),
+            None => Err(CartoError::FailedPrecondition("no epoch is being recorded".into())),
+        }
+    }
+
+    /// Starts rank `rank`'s report of `epoch`.
+    pub fn begin_report(&mut self, epoch: u32, rank: u32) -> Result<PartWriter> {
+        if !self.record {
+            return Err(CartoError::FailedPrecondition("this job records no dynamics".into()));
+        }
+        let stage = self.stage_for(epoch, rank)?;
+        if stage.reported[rank as usize] || stage.rows[rank as usize] > 0 {
+            return Err(CartoError::FailedPrecondition(format!(
+                "rank {rank} already reported epoch {epoch}"
+            )));
+        }
+        let path = outputs::dynamics_part(&self.out, epoch, rank);
+        let dir = path.parent().expect("partition dir");
+        std::fs::create_dir_all(dir).map_err(|e| CartoError::io(dir, e))?;
+        let tmp = outputs::in_progress_path(&path);
+        let file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
+        let writer = ArrowWriter::try_new(
+            file,
+            dynamics::schema(),
+            Some(outputs::writer_props(self.info.label_names.as_deref())),
+        )
+        .map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
+        Ok(PartWriter { rank, epoch, tmp, writer: Some(writer) })
+    }
+
+    /// Validates one decoded batch of rank `w.rank` and stages it. On error
+    /// nothing of this batch is staged (the caller then calls [`Self::abort_report`]).
+    pub fn ingest(&mut self, w: &PartWriter, batch: &RecordBatch, what: &str) -> Result<usize> {
+        let (rank, epoch) = (w.rank, w.epoch);
+        let classes = self.num_classes;
+        let info = self.info.clone();
+        let labels = &info.labels;
+        let stage = self.stage_for(epoch, rank)?;
+        let v = DynamicsView::new(batch, what)?;
+        let n = stage.seen.len() as i64;
+        // Validate every row before staging any.
+        let mut in_batch = std::collections::HashSet::new();
+        for i in 0..v.len() {
+            let s = v.sample_id[i];
+            let row = |msg: String| CartoError::invalid(format!("{what}: row {i} (sample_id {s}): {msg}"));
+            if s < 0 || s >= n {
+                return Err(row(format!("sample_id is outside the dataset's {n} rows")));
+            }
+            let su = s as usize;
+            if stage.owner[su] != rank {
+                return Err(row(format!("not in rank {rank}'s shard for epoch {epoch}")));
+            }
+            if stage.seen[su] || !in_batch.insert(s) {
+                return Err(row(format!("duplicate row for epoch {epoch}")));
+            }
+            if v.label[i] != labels[su] {
+                return Err(row(format!("label {} but the dataset says {}", v.label[i], labels[su])));
+            }
+            let p = v.gold_prob[i];
+            if !(0.0..=1.0).contains(&p) {
+                return Err(row(format!("gold_prob {p} is not a probability in [0, 1]")));
+            }
+            for (name, x) in [("margin", v.margin[i]), ("el2n", v.el2n[i]), ("loss", v.loss[i])] {
+                if !x.is_finite() {
+                    return Err(row(format!("{name} is {x}")));
+                }
+            }
+            if v.pred[i] < 0 || v.pred[i] >= classes {
+                return Err(row(format!("pred {} is not a class index below {classes}", v.pred[i])));
+            }
+            if v.correct.value(i) != (v.pred[i] == v.label[i]) {
+                return Err(row("correct disagrees with pred == label".into()));
+            }
+        }
+        for i in 0..v.len() {
+            let s = v.sample_id[i] as usize;
+            stage.gold_prob[s] = v.gold_prob[i];
+            stage.margin[s] = v.margin[i];
+            stage.el2n[s] = v.el2n[i];
+            stage.correct[s] = v.correct.value(i);
+            stage.seen[s] = true;
+        }
+        stage.staged += v.len() as u64;
+        stage.rows[rank as usize] += v.len() as u64;
+        Ok(v.len())
+    }
+
+    /// Completes rank `w.rank`'s report: its partition is flushed (still hidden).
+    pub fn finish_report(&mut self, mut w: PartWriter) -> Result<u64> {
+        w.finish()?;
+        let stage = self.stage_for(w.epoch, w.rank)?;
+        stage.reported[w.rank as usize] = true;
+        Ok(stage.rows[w.rank as usize])
+    }
+
+    /// Drops everything rank `rank` staged for `epoch`: the stage is as if it never reported.
+    pub fn abort_report(&mut self, epoch: u32, rank: u32) {
+        if let Ok(stage) = self.stage_for(epoch, rank) {
+            for s in 0..stage.seen.len() {
+                if stage.owner[s] == rank && stage.seen[s] {
+                    stage.seen[s] = false;
+                    stage.staged -= 1;
+                }
+            }
+            stage.rows[rank as usize] = 0;
+            stage.reported[rank as usize] = false;
+        }
+        let path = outputs::dynamics_part(&self.out, epoch, rank);
+        let _ = std::fs::remove_file(outputs::in_progress_path(&path));
+    }
+
+    /// Records that a rank finished `epoch`; commits the epoch when all have.
+    pub fn epoch_done(&mut self, req: &pb::EpochDoneRequest) -> Result<Option<Committed>> {
+        let record = self.record;
+        let stage = self.stage_for(req.epoch, req.rank)?;
+        let r = req.rank as usize;
+        if stage.done[r].is_some() {
+            return Err(CartoError::FailedPrecondition(format!(
+                "rank {} already finished epoch {}",
+                req.rank, req.epoch
+            )));
+        }
+        if record && (!stage.reported[r] || stage.rows[r] != req.rows_sent) {
+            return Err(CartoError::FailedPrecondition(format!(
+                "rank {} finished epoch {} having sent {} dynamics rows, but {} arrived",
+                req.rank, req.epoch, req.rows_sent, stage.rows[r]
+            )));
+        }
+        stage.done[r] = Some(req.clone());
+        if stage.done.iter().any(|d| d.is_none()) {
+            return Ok(None);
+        }
+        self.commit().map(Some)
+    }
+
+    fn commit(&mut self) -> Result<Committed> {
+        let stage = self.stage.take().expect("commit with a stage");
+        let epoch = stage.epoch;
+        if self.record {
+            if stage.staged != stage.seen.len() as u64 {
+                let missing = stage.seen.iter().position(|s| !s).unwrap_or(0);
+                let err = CartoError::internal(format!(
+                    "epoch {epoch}: {} of {} samples reported (first missing: sample_id {missing})",
+                    stage.staged,
+                    stage.seen.len()
+                ));
+                self.stage = Some(stage);
+                return Err(err);
+            }
+            for s in 0..stage.seen.len() {
+                self.acc.observe(s, epoch, stage.gold_prob[s], stage.correct[s], stage.margin[s], stage.el2n[s])?;
+            }
+            for rank in 0..self.plan.world_size {
+                let path = outputs::dynamics_part(&self.out, epoch, rank);
+                let tmp = outputs::in_progress_path(&path);
+                std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))?;
+            }
+        }
+        let done: Vec<&pb::EpochDoneRequest> = stage.done.iter().flatten().collect();
+        let samples: u64 = done.iter().map(|d| d.samples).sum();
+        let loss: f64 = done.iter().map(|d| d.loss_sum).sum();
+        let correct: u64 = done.iter().map(|d| d.correct).sum();
+        let train_seconds = done.iter().map(|d| d.train_seconds).fold(0.0, f64::max);
+        let summary = pb::EpochSummary {
+            epoch,
+            samples,
+            loss: loss / samples.max(1) as f64,
+            accuracy: correct as f64 / samples.max(1) as f64,
+            samples_per_sec: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
+            train_seconds,
+            wall_seconds: stage.started.elapsed().as_secs_f64(),
+        };
+        let last = epoch + 1 >= self.epochs_total;
+        if !last {
+            self.begin_epoch(epoch + 1);
+        }
+        Ok(Committed { summary, last })
+    }
+
+    /// Drops the stage of an epoch that will not complete (job failed or
+    /// cancelled), removing its hidden partition files.
+    pub fn discard_stage(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            for rank in 0..self.plan.world_size {
+                let path = outputs::dynamics_part(&self.out, stage.epoch, rank);
+                let _ = std::fs::remove_file(outputs::in_progress_path(&path));
+            }
+        }
+    }
+
+    /// Writes `metrics.parquet`.
+    pub fn write_metrics(&self) -> Result<PathBuf> {
+        let batch = outputs::metrics_batch(&self.acc, &self.info)?;
+        let path = self.out.join(outputs::METRICS_FILE);
+        outputs::write_parquet_atomic(&path, &batch, self.info.label_names.as_deref())?;
+        Ok(path)
+    }
+}

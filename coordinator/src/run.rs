@@ -1,0 +1,207 @@
+//! `carto run`: the embedded default. An in-process coordinator on
+//! 127.0.0.1:0 plus N `carto-worker` processes (the binary beside `carto`),
+//! talking real gRPC over loopback; a progress bar per epoch.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use carto_common::proto::v1 as pb;
+use carto_common::spec::JobSpec;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::process::{Child, Command};
+
+use crate::outputs;
+use crate::scheduler::{state_name, Coordinator, CoordinatorConfig};
+use crate::server::Embedded;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub spec: JobSpec,
+    /// Replace the outputs of an earlier job in --out (only carto's own files).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The worker binary [default: carto-worker beside this executable].
+    #[arg(long, env = "CARTO_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
+    /// No progress bars or epoch lines; only the final summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The `carto-worker` binary to start.
+fn worker_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("locating the carto executable")?;
+    let beside = exe.with_file_name("carto-worker");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    bail!(
+        "carto-worker not found beside {} (build it with `cargo build --release -p carto-worker`, or set CARTO_WORKER_BIN)",
+        exe.display()
+    )
+}
+
+fn spawn_worker(bin: &Path, url: &str, rank: u32, device: &str) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--coordinator").arg(url).arg("--name").arg(format!("local-{rank}"));
+    if device == "cpu" {
+        cmd.arg("--device").arg("cpu");
+    } else {
+        cmd.arg("--device").arg("cuda").arg("--local-rank").arg(rank.to_string());
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
+}
+
+struct Display {
+    bar: Option<ProgressBar>,
+    bar_epoch: u32,
+    printed: usize,
+    quiet: bool,
+    epochs_total: u32,
+}
+
+impl Display {
+    fn new(quiet: bool, epochs_total: u32) -> Self {
+        Display { bar: None, bar_epoch: u32::MAX, printed: 0, quiet, epochs_total }
+    }
+
+    fn update(&mut self, job: &pb::Job) {
+        if self.quiet {
+            return;
+        }
+        // Finished epochs: one line each, kept on screen.
+        while self.printed < job.epochs.len() {
+            let e = &job.epochs[self.printed];
+            let line = format!(
+                "epoch {}/{}  loss {:.4}  accuracy {:.4}  {:.0} samples/s  {:.1} s",
+                e.epoch + 1,
+                self.epochs_total,
+                e.loss,
+                e.accuracy,
+                e.samples_per_sec,
+                e.wall_seconds
+            );
+            match self.bar.take() {
+                Some(bar) if !bar.is_hidden() => bar.finish_with_message(line),
+                _ => eprintln!("{line}"),
+            }
+            self.bar_epoch = u32::MAX;
+            self.printed += 1;
+        }
+        let Some(p) = &job.progress else { return };
+        if job.state != pb::JobState::Running as i32 || p.epoch >= self.epochs_total {
+            return;
+        }
+        if self.bar_epoch != p.epoch {
+            let bar = ProgressBar::with_draw_target(Some(p.samples_total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, self.epochs_total));
+            self.bar = Some(bar);
+            self.bar_epoch = p.epoch;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.samples_done);
+            bar.set_message(format!(
+                "loss {:.4}  accuracy {:.4}  {:.0} samples/s",
+                p.loss, p.accuracy, p.samples_per_sec
+            ));
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs one job to its end. Returns the final job snapshot.
+pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
+    args.spec.validate()?;
+    let spec = args.spec.with_defaults();
+    let worker_bin = worker_binary(args.worker_bin.as_deref())?;
+    let coord = Coordinator::new(CoordinatorConfig { shutdown_idle_workers: true, ..Default::default() });
+    // Validates the dataset and prepares --out before any worker starts.
+    let job = coord.submit(spec.clone(), args.overwrite).await?;
+    let server = Embedded::start(coord.clone(), "127.0.0.1:0").await?;
+    let url = server.url();
+    let mut children = Vec::new();
+    for rank in 0..spec.workers() {
+        children.push(spawn_worker(&worker_bin, &url, rank, spec.device())?);
+    }
+
+    let mut rx = coord.watch(&job.id)?;
+    let mut display = Display::new(args.quiet, spec.epochs());
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    let final_job = loop {
+        let job = rx.borrow_and_update().clone();
+        display.update(&job);
+        if matches!(
+            pb::JobState::try_from(job.state),
+            Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
+        ) {
+            break job;
+        }
+        tokio::select! {
+            changed = rx.changed() => { changed.context("coordinator stopped")?; }
+            _ = poll.tick() => {
+                // Workers that die before registering never reach the coordinator.
+                let mut exited = 0;
+                let mut last_status = None;
+                for c in children.iter_mut() {
+                    if let Some(status) = c.try_wait()? {
+                        exited += 1;
+                        last_status = Some(status);
+                    }
+                }
+                if exited == children.len() {
+                    let _ = coord.cancel(&job.id);
+                    display.clear();
+                    bail!(
+                        "every worker exited ({}) before the job finished; see their messages above",
+                        last_status.map(|s| s.to_string()).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    };
+    display.clear();
+    // Workers were told to shut down; give them a moment, then make sure.
+    for c in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+            let _ = c.kill().await;
+        }
+    }
+    server.shutdown().await?;
+    Ok(final_job)
+}
+
+/// The human summary printed after a successful job.
+pub fn summary(job: &pb::Job) -> String {
+    let out = Path::new(&job.out);
+    let secs = (job.finished_unix_ms - job.started_unix_ms) as f64 / 1000.0;
+    let mut s = format!(
+        "carto: job {} {} in {:.1} s: {} samples × {} epochs, {} worker(s)\n",
+        job.id,
+        state_name(pb::JobState::try_from(job.state).unwrap_or(pb::JobState::Unspecified)),
+        secs,
+        job.num_samples,
+        job.epochs.len(),
+        job.workers.len()
+    );
+    s += &format!("  metrics   {}\n", out.join(outputs::METRICS_FILE).display());
+    s += &format!("  dynamics  {}/  (Hive-partitioned: epoch=K/part-R.parquet)\n", out.join(outputs::DYNAMICS_DIR).display());
+    s += &format!("  job       {}", out.join(outputs::JOB_FILE).display());
+    s
+}

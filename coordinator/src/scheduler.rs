@@ -1,0 +1,670 @@
+//! The coordinator's state: registered workers, the job queue, and each job's
+//! lifecycle. Where a shard is assigned: [`Coordinator::schedule`] picks idle
+//! workers for the oldest runnable job, gives them ranks and sends each its
+//! [`pb::Assignment`] (the shard plan every rank derives its samples from).
+//!
+//! Locking: one `std::sync::Mutex` over the state, never held across an
+//! `.await` or file I/O; each running job's [`Aggregator`] has its own mutex.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use carto_common::dataset;
+use carto_common::proto::v1 as pb;
+use carto_common::proto::{MAX_CHUNK_BYTES, PROTOCOL_VERSION};
+use carto_common::spec::JobSpec;
+use carto_common::{CartoError, Result};
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+use tracing::{info, info_span, warn};
+
+use crate::aggregator::{Aggregator, Committed};
+use crate::outputs::{self, SampleInfo};
+
+pub type ControlSender = mpsc::Sender<std::result::Result<pb::Control, Status>>;
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is lost.
+    pub worker_timeout: Duration,
+    /// `carto run`: tell workers to exit once no job is left.
+    pub shutdown_idle_workers: bool,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            worker_timeout: Duration::from_secs(15),
+            shutdown_idle_workers: false,
+        }
+    }
+}
+
+struct Worker {
+    id: String,
+    hostname: String,
+    devices: Vec<String>,
+    last_seen: Instant,
+    control: Option<ControlSender>,
+    /// (job, rank) while assigned.
+    job: Option<(String, u32)>,
+}
+
+impl Worker {
+    fn has_cuda(&self) -> bool {
+        self.devices.iter().any(|d| d.starts_with("cuda"))
+    }
+}
+
+struct Job {
+    id: String,
+    spec: JobSpec,
+    state: pb::JobState,
+    out: PathBuf,
+    created_ms: i64,
+    started_ms: i64,
+    finished_ms: i64,
+    generation: u64,
+    ranks: Vec<String>,
+    epochs: Vec<pb::EpochSummary>,
+    rank_progress: Vec<Option<pb::WorkerProgress>>,
+    error: String,
+    info: Arc<SampleInfo>,
+    num_classes: u32,
+    dataset_path: String,
+    aggregator: Option<Arc<Mutex<Aggregator>>>,
+    watch: watch::Sender<pb::Job>,
+}
+
+impl Job {
+    fn is_terminal(&self) -> bool {
+        matches!(self.state, pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
+    }
+
+    fn progress(&self) -> pb::Progress {
+        let epoch = self.epochs.len() as u32;
+        let current: Vec<&pb::WorkerProgress> = self
+            .rank_progress
+            .iter()
+            .flatten()
+            .filter(|p| p.generation == self.generation && p.epoch == epoch)
+            .collect();
+        let samples: u64 = current.iter().map(|p| p.samples_done).sum();
+        let loss: f64 = current.iter().map(|p| p.loss_sum).sum();
+        let correct: u64 = current.iter().map(|p| p.correct).sum();
+        let secs = current.iter().map(|p| p.train_seconds).fold(0.0, f64::max);
+        pb::Progress {
+            epoch,
+            samples_done: samples,
+            samples_total: self.info.len() as u64,
+            loss: if samples > 0 { loss / samples as f64 } else { 0.0 },
+            accuracy: if samples > 0 { correct as f64 / samples as f64 } else { 0.0 },
+            samples_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
+        }
+    }
+
+    fn snapshot(&self) -> pb::Job {
+        pb::Job {
+            id: self.id.clone(),
+            spec: Some(self.spec.clone().into()),
+            state: self.state as i32,
+            epochs_total: self.spec.epochs(),
+            epochs: self.epochs.clone(),
+            progress: Some(self.progress()),
+            generation: self.generation,
+            error: self.error.clone(),
+            created_unix_ms: self.created_ms,
+            started_unix_ms: self.started_ms,
+            finished_unix_ms: self.finished_ms,
+            num_samples: self.info.len() as u64,
+            num_classes: self.num_classes,
+            workers: self.ranks.clone(),
+            out: self.out.display().to_string(),
+        }
+    }
+
+    fn notify(&self) {
+        self.watch.send_replace(self.snapshot());
+    }
+
+    /// `job.json`: the spec, per-epoch loss/accuracy/throughput and timings.
+    fn record(&self) -> serde_json::Value {
+        let state = state_name(self.state);
+        let run_seconds = if self.started_ms > 0 {
+            let end = if self.finished_ms > 0 { self.finished_ms } else { now_ms() };
+            (end - self.started_ms) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let epochs: Vec<serde_json::Value> = self
+            .epochs
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "epoch": e.epoch,
+                    "samples": e.samples,
+                    "loss": e.loss,
+                    "accuracy": e.accuracy,
+                    "samples_per_sec": e.samples_per_sec,
+                    "train_seconds": e.train_seconds,
+                    "wall_seconds": e.wall_seconds,
+                })
+            })
+            .collect();
+        let total_train: f64 = self.epochs.iter().map(|e| e.train_seconds).sum();
+        serde_json::json!({
+            "carto_version": env!("CARGO_PKG_VERSION"),
+            "id": self.id,
+            "name": self.spec.name,
+            "state": state,
+            "error": if self.error.is_empty() { serde_json::Value::Null } else { self.error.clone().into() },
+            "spec": self.spec,
+            "dataset": {
+                "path": self.dataset_path,
+                "rows": self.info.len(),
+                "classes": self.num_classes,
+                "label_names": self.info.label_names,
+            },
+            "world_size": self.spec.workers(),
+            "generation": self.generation,
+            "workers": self.ranks,
+            "epochs": epochs,
+            "timings": {
+                "created_unix_ms": self.created_ms,
+                "started_unix_ms": self.started_ms,
+                "finished_unix_ms": self.finished_ms,
+                "queued_seconds": if self.started_ms > 0 { (self.started_ms - self.created_ms) as f64 / 1000.0 } else { 0.0 },
+                "run_seconds": run_seconds,
+                "train_seconds": total_train,
+            },
+            "outputs": {
+                "metrics": outputs::METRICS_FILE,
+                "dynamics": outputs::DYNAMICS_DIR,
+            },
+        })
+    }
+
+    fn write_record(&self) {
+        let path = self.out.join(outputs::JOB_FILE);
+        let text = serde_json::to_string_pretty(&self.record()).expect("job record serialises");
+        if let Err(e) = outputs::write_text_atomic(&path, &(text + "\n")) {
+            warn!(job = %self.id, "writing {}: {e}", path.display());
+        }
+    }
+}
+
+pub fn state_name(s: pb::JobState) -> &'static str {
+    match s {
+        pb::JobState::Queued => "queued",
+        pb::JobState::Running => "running",
+        pb::JobState::Succeeded => "succeeded",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Unspecified => "unspecified",
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn short_id(prefix: &str) -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &u[..10])
+}
+
+#[derive(Default)]
+struct State {
+    workers: BTreeMap<String, Worker>,
+    /// Jobs in submission order.
+    jobs: Vec<Job>,
+}
+
+impl State {
+    fn job(&self, id: &str) -> Result<&Job> {
+        self.jobs.iter().find(|j| j.id == id).ok_or_else(|| CartoError::NotFound(format!("no job '{id}'")))
+    }
+    fn job_mut(&mut self, id: &str) -> Result<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.id == id).ok_or_else(|| CartoError::NotFound(format!("no job '{id}'")))
+    }
+}
+
+/// The coordinator: shared by the gRPC services, `carto run` and tests.
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    state: Mutex<State>,
+}
+
+/// A job's running aggregator, checked against the caller's generation and rank.
+pub struct JobHandle {
+    pub aggregator: Arc<Mutex<Aggregator>>,
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig) -> Arc<Self> {
+        Arc::new(Coordinator { config, state: Mutex::new(State::default()) })
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    /// Validates `spec` and its dataset, prepares the output directory, and
+    /// queues the job. Bad input fails here, before anything is written.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec, overwrite: bool) -> Result<pb::Job> {
+        spec.validate()?;
+        let spec = spec.with_defaults();
+        let ds_spec = spec.dataset_spec()?;
+        let (info, num_classes, dataset_path) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let ds = dataset::load(&ds_spec)?;
+            let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
+            Ok((info, ds.num_classes, ds.path.display().to_string()))
+        })
+        .await
+        .map_err(|e| CartoError::internal(format!("loading the dataset: {e}")))??;
+        let out = PathBuf::from(spec.out.clone().expect("validated"));
+        {
+            let st = self.state.lock().unwrap();
+            if let Some(other) = st.jobs.iter().find(|j| !j.is_terminal() && j.out == out) {
+                return Err(CartoError::invalid(format!(
+                    "out {}: job {} is already writing there",
+                    out.display(),
+                    other.id
+                )));
+            }
+        }
+        outputs::prepare_out_dir(&out, overwrite)?;
+
+        let id = short_id("job");
+        let (watch, _) = watch::channel(pb::Job::default());
+        let job = Job {
+            id: id.clone(),
+            spec,
+            state: pb::JobState::Queued,
+            out,
+            created_ms: now_ms(),
+            started_ms: 0,
+            finished_ms: 0,
+            generation: 0,
+            ranks: vec![],
+            epochs: vec![],
+            rank_progress: vec![],
+            error: String::new(),
+            info: Arc::new(info),
+            num_classes: num_classes as u32,
+            dataset_path,
+            aggregator: None,
+            watch,
+        };
+        job.notify();
+        job.write_record();
+        info!(job = %id, rows = job.info.len(), classes = num_classes, "job queued");
+        let mut st = self.state.lock().unwrap();
+        st.jobs.push(job);
+        self.schedule(&mut st);
+        Ok(st.job(&id)?.snapshot())
+    }
+
+    pub fn get(&self, id: &str) -> Result<pb::Job> {
+        Ok(self.state.lock().unwrap().job(id)?.snapshot())
+    }
+
+    pub fn list(&self) -> Vec<pb::Job> {
+        self.state.lock().unwrap().jobs.iter().map(Job::snapshot).collect()
+    }
+
+    /// A receiver of the job's snapshots, starting with the current one.
+    pub fn watch(&self, id: &str) -> Result<watch::Receiver<pb::Job>> {
+        let st = self.state.lock().unwrap();
+        let job = st.job(id)?;
+        job.notify();
+        Ok(job.watch.subscribe())
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<pb::Job> {
+        let mut st = self.state.lock().unwrap();
+        let job = st.job(id)?;
+        if job.is_terminal() {
+            return Err(CartoError::FailedPrecondition(format!(
+                "job {id} already {}",
+                state_name(job.state)
+            )));
+        }
+        self.end_job(&mut st, id, pb::JobState::Cancelled, "cancelled by the user".into());
+        Ok(st.job(id)?.snapshot())
+    }
+
+    /// Ends a job in a terminal state: aborts its ranks, frees its workers,
+    /// discards an unfinished epoch, records the outcome.
+    fn end_job(&self, st: &mut State, id: &str, state: pb::JobState, error: String) {
+        let Ok(job) = st.job_mut(id) else { return };
+        if job.is_terminal() {
+            return;
+        }
+        let was_running = job.state == pb::JobState::Running;
+        job.state = state;
+        job.error = if state == pb::JobState::Succeeded { String::new() } else { error.clone() };
+        job.finished_ms = now_ms();
+        if let Some(agg) = job.aggregator.take() {
+            agg.lock().unwrap().discard_stage();
+        }
+        let ranks = job.ranks.clone();
+        let generation = job.generation;
+        job.notify();
+        job.write_record();
+        match state {
+            pb::JobState::Succeeded => info!(job = %id, "job succeeded"),
+            _ => warn!(job = %id, state = state_name(state), %error, "job ended"),
+        }
+        for wid in &ranks {
+            if let Some(w) = st.workers.get_mut(wid) {
+                if w.job.as_ref().is_some_and(|(j, _)| j == id) {
+                    w.job = None;
+                    if was_running && state != pb::JobState::Succeeded {
+                        send(w, pb::control::Kind::Abort(pb::Abort {
+                            job_id: id.to_string(),
+                            generation,
+                            reason: error.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+        self.schedule(st);
+    }
+
+    // ------------------------------------------------------------- workers
+
+    pub fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(CartoError::FailedPrecondition(format!(
+                "worker speaks protocol {}, this coordinator {}: use the same carto version",
+                req.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        let id = short_id("w");
+        info!(worker = %id, host = %req.hostname, devices = ?req.devices, "worker registered");
+        self.state.lock().unwrap().workers.insert(
+            id.clone(),
+            Worker {
+                id: id.clone(),
+                hostname: req.hostname,
+                devices: req.devices,
+                last_seen: Instant::now(),
+                control: None,
+                job: None,
+            },
+        );
+        Ok(pb::RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+            max_chunk_bytes: MAX_CHUNK_BYTES as u32,
+        })
+    }
+
+    /// Opens the worker's order stream; the worker becomes schedulable.
+    pub fn open_control(&self, worker_id: &str) -> Result<mpsc::Receiver<std::result::Result<pb::Control, Status>>> {
+        let (tx, rx) = mpsc::channel(64);
+        let mut st = self.state.lock().unwrap();
+        let w = st
+            .workers
+            .get_mut(worker_id)
+            .ok_or_else(|| CartoError::NotFound(format!("no worker '{worker_id}': register first")))?;
+        w.control = Some(tx);
+        w.last_seen = Instant::now();
+        self.schedule(&mut st);
+        Ok(rx)
+    }
+
+    pub fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let w = st
+            .workers
+            .get_mut(&req.worker_id)
+            .ok_or_else(|| CartoError::NotFound(format!("no worker '{}': register again", req.worker_id)))?;
+        w.last_seen = Instant::now();
+        let assigned = w.job.clone();
+        if let (Some(p), Some((job_id, rank))) = (req.progress, assigned) {
+            if p.job_id == job_id && p.rank == rank {
+                if let Ok(job) = st.job_mut(&job_id) {
+                    if p.generation == job.generation && (rank as usize) < job.rank_progress.len() {
+                        job.rank_progress[rank as usize] = Some(p);
+                        job.notify();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops workers that stopped heartbeating or closed their order stream;
+    /// their jobs fail (recovery comes with generations).
+    pub fn reap_lost_workers(&self) {
+        let mut st = self.state.lock().unwrap();
+        let timeout = self.config.worker_timeout;
+        let lost: Vec<(String, String, Option<(String, u32)>)> = st
+            .workers
+            .values()
+            .filter(|w| {
+                w.last_seen.elapsed() > timeout || w.control.as_ref().is_some_and(|c| c.is_closed())
+            })
+            .map(|w| (w.id.clone(), w.hostname.clone(), w.job.clone()))
+            .collect();
+        for (id, host, job) in lost {
+            st.workers.remove(&id);
+            if job.is_none() {
+                info!(worker = %id, %host, "worker left");
+            }
+            if let Some((job_id, rank)) = job {
+                warn!(worker = %id, %host, "worker lost");
+                self.end_job(
+                    &mut st,
+                    &job_id,
+                    pb::JobState::Failed,
+                    format!("worker {id} on {host} (rank {rank}) was lost"),
+                );
+            }
+        }
+    }
+
+    /// Starts queued jobs on idle workers, oldest job first; a job that does
+    /// not fit yet lets smaller ones behind it start.
+    fn schedule(&self, st: &mut State) {
+        let queued: Vec<String> =
+            st.jobs.iter().filter(|j| j.state == pb::JobState::Queued).map(|j| j.id.clone()).collect();
+        for job_id in queued {
+            let (need, cuda) = {
+                let j = st.job(&job_id).expect("listed");
+                (j.spec.workers() as usize, j.spec.device() != "cpu")
+            };
+            let idle: Vec<String> = st
+                .workers
+                .values()
+                .filter(|w| w.job.is_none() && w.control.as_ref().is_some_and(|c| !c.is_closed()))
+                .filter(|w| !cuda || w.has_cuda())
+                .map(|w| w.id.clone())
+                .take(need)
+                .collect();
+            if idle.len() < need {
+                continue;
+            }
+            self.start_job(st, &job_id, idle);
+        }
+        if self.config.shutdown_idle_workers
+            && !st.jobs.is_empty()
+            && st.jobs.iter().all(Job::is_terminal)
+        {
+            for w in st.workers.values_mut() {
+                if w.job.is_none() {
+                    send(w, pb::control::Kind::Shutdown(pb::Shutdown { reason: "no jobs left".into() }));
+                }
+            }
+        }
+    }
+
+    fn start_job(&self, st: &mut State, job_id: &str, workers: Vec<String>) {
+        let job = st.job_mut(job_id).expect("scheduled job exists");
+        let world = workers.len() as u32;
+        job.generation += 1;
+        job.state = pb::JobState::Running;
+        job.started_ms = now_ms();
+        job.ranks = workers.clone();
+        job.rank_progress = vec![None; workers.len()];
+        let mut agg = Aggregator::new(
+            &job.out,
+            job.info.clone(),
+            job.num_classes as usize,
+            job.spec.seed(),
+            world,
+            job.spec.epochs(),
+            job.spec.record_dynamics(),
+        );
+        let start_epoch = job.epochs.len() as u32;
+        agg.begin_epoch(start_epoch);
+        job.aggregator = Some(Arc::new(Mutex::new(agg)));
+        let _span = info_span!("job", job = %job_id, generation = job.generation).entered();
+        info!(world, "job started");
+        let assignments: Vec<pb::Assignment> = (0..world)
+            .map(|rank| pb::Assignment {
+                job_id: job_id.to_string(),
+                generation: job.generation,
+                rank,
+                world_size: world,
+                rendezvous_addr: String::new(),
+                spec: Some(job.spec.clone().into()),
+                shard: Some(pb::ShardPlan {
+                    num_samples: job.info.len() as u64,
+                    seed: job.spec.seed(),
+                    world_size: world,
+                    rank,
+                    global_batch: job.spec.batch_size(),
+                }),
+                start_epoch,
+                checkpoint: String::new(),
+                num_classes: job.num_classes,
+            })
+            .collect();
+        job.notify();
+        job.write_record();
+        for (rank, (wid, a)) in workers.iter().zip(assignments).enumerate() {
+            if let Some(w) = st.workers.get_mut(wid) {
+                w.job = Some((job_id.to_string(), rank as u32));
+                send(w, pb::control::Kind::Assignment(a));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- reports
+
+    /// The running job's aggregator, if `generation` is current and `rank` in range.
+    pub fn running(&self, job_id: &str, generation: u64, rank: u32) -> Result<JobHandle> {
+        let st = self.state.lock().unwrap();
+        let job = st.job(job_id)?;
+        if job.state != pb::JobState::Running {
+            return Err(CartoError::FailedPrecondition(format!(
+                "job {job_id} is {}",
+                state_name(job.state)
+            )));
+        }
+        if generation != job.generation {
+            return Err(CartoError::FailedPrecondition(format!(
+                "stale generation {generation} for job {job_id} (current {})",
+                job.generation
+            )));
+        }
+        if rank as usize >= job.ranks.len() {
+            return Err(CartoError::invalid(format!(
+                "rank {rank} is outside job {job_id}'s world of {}",
+                job.ranks.len()
+            )));
+        }
+        let aggregator = job.aggregator.clone().ok_or_else(|| CartoError::internal("running job without aggregator"))?;
+        Ok(JobHandle { aggregator })
+    }
+
+    /// A rank finished an epoch. Returns whether the rank should stop.
+    pub fn epoch_done(&self, req: pb::EpochDoneRequest) -> Result<bool> {
+        let handle = self.running(&req.job_id, req.generation, req.rank)?;
+        let committed = handle.aggregator.lock().unwrap().epoch_done(&req);
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e @ CartoError::Internal(_)) => {
+                let mut st = self.state.lock().unwrap();
+                self.end_job(&mut st, &req.job_id, pb::JobState::Failed, e.to_string());
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(Committed { summary, last }) = committed else { return Ok(false) };
+        let _span = info_span!("job", job = %req.job_id, generation = req.generation, epoch = summary.epoch).entered();
+        info!(loss = summary.loss, accuracy = summary.accuracy, samples_per_sec = summary.samples_per_sec, "epoch committed");
+        if last {
+            // Write the metrics before declaring success; a failure here fails the job.
+            let written = handle.aggregator.lock().unwrap().write_metrics();
+            let mut st = self.state.lock().unwrap();
+            let job = st.job_mut(&req.job_id)?;
+            if job.generation != req.generation || job.is_terminal() {
+                return Ok(true);
+            }
+            job.epochs.push(summary);
+            return match written {
+                Ok(path) => {
+                    info!(metrics = %path.display(), "metrics written");
+                    self.end_job(&mut st, &req.job_id, pb::JobState::Succeeded, String::new());
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.end_job(&mut st, &req.job_id, pb::JobState::Failed, format!("writing metrics: {e}"));
+                    Err(e)
+                }
+            };
+        }
+        let mut st = self.state.lock().unwrap();
+        let job = st.job_mut(&req.job_id)?;
+        if job.generation == req.generation && !job.is_terminal() {
+            job.epochs.push(summary);
+            job.notify();
+            job.write_record();
+        }
+        Ok(job.is_terminal())
+    }
+
+    /// A rank could not go on: the job fails with its message.
+    pub fn report_failure(&self, req: pb::ReportFailureRequest) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let job = st.job(&req.job_id)?;
+        if job.generation != req.generation || job.is_terminal() {
+            return Ok(());
+        }
+        let message = if job.ranks.len() > 1 { format!("rank {}: {}", req.rank, req.message) } else { req.message };
+        self.end_job(&mut st, &req.job_id, pb::JobState::Failed, message);
+        Ok(())
+    }
+}
+
+fn send(w: &mut Worker, kind: pb::control::Kind) {
+    if let Some(c) = &w.control {
+        if c.try_send(Ok(pb::Control { kind: Some(kind) })).is_err() {
+            warn!(worker = %w.id, "order stream full or closed");
+        }
+    }
+}
+
+/// Runs [`Coordinator::reap_lost_workers`] every heartbeat interval.
+pub fn spawn_monitor(coord: Arc<Coordinator>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(coord.config.heartbeat_interval);
+        loop {
+            tick.tick().await;
+            coord.reap_lost_workers();
+        }
+    })
+}

@@ -1,0 +1,78 @@
+//! Serving the coordinator: the carto services plus the standard gRPC health
+//! and reflection services on one port, so grpcurl and grpcio clients work
+//! without our protos. Used by `carto serve`, by `carto run` (in-process, on
+//! 127.0.0.1:0) and by tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use carto_common::proto::v1 as pb;
+use carto_common::proto::v1::job_service_server::JobServiceServer;
+use carto_common::proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::scheduler::{spawn_monitor, Coordinator};
+use crate::service::{JobApi, WorkerApi};
+
+/// Largest message the server accepts: one chunk plus headroom for its header.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `coord` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    coord: Arc<Coordinator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<JobServiceServer<JobApi>>().await;
+    health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let monitor = spawn_monitor(coord.clone());
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(WorkerServiceServer::new(WorkerApi(coord)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    monitor.abort();
+    Ok(result?)
+}
+
+/// A coordinator serving in the background of this process.
+pub struct Embedded {
+    pub coord: Arc<Coordinator>,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Embedded {
+    /// Binds `addr` (use 127.0.0.1:0 for a free port) and serves in a task.
+    pub async fn start(coord: Arc<Coordinator>, addr: &str) -> anyhow::Result<Embedded> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(coord.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Embedded { coord, addr, stop: Some(stop), task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await?
+    }
+}

@@ -1,0 +1,183 @@
+//! The gRPC services: thin adapters from the wire to [`Coordinator`]. Errors
+//! leave as typed statuses (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION…)
+//! carrying one readable line, never INTERNAL with debug text.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use carto_common::dynamics;
+use carto_common::ipc;
+use carto_common::proto::v1 as pb;
+use carto_common::proto::v1::job_service_server::JobService;
+use carto_common::proto::v1::worker_service_server::WorkerService;
+use carto_common::proto::MAX_CHUNK_BYTES;
+use carto_common::CartoError;
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info_span, Instrument};
+
+use crate::scheduler::Coordinator;
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+pub struct JobApi(pub Arc<Coordinator>);
+pub struct WorkerApi(pub Arc<Coordinator>);
+
+fn terminal(state: i32) -> bool {
+    matches!(
+        pb::JobState::try_from(state),
+        Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
+    )
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Rpc<pb::SubmitJobResponse> {
+        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let job = self.0.submit(spec.into(), false).await?;
+        Ok(Response::new(pb::SubmitJobResponse { job_id: job.id.clone(), job: Some(job) }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Rpc<pb::Job> {
+        Ok(Response::new(self.0.get(&req.into_inner().job_id)?))
+    }
+
+    async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Rpc<pb::ListJobsResponse> {
+        Ok(Response::new(pb::ListJobsResponse { jobs: self.0.list() }))
+    }
+
+    type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Rpc<Self::WatchJobStream> {
+        let rx = self.0.watch(&req.into_inner().job_id)?;
+        // Every change, then end after the first terminal snapshot.
+        let stream = futures::stream::unfold((rx, false, true), |(mut rx, done, first)| async move {
+            if done {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let job = rx.borrow_and_update().clone();
+            let end = terminal(job.state);
+            Some((Ok(pb::JobEvent { job: Some(job) }), (rx, end, false)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Rpc<pb::Job> {
+        Ok(Response::new(self.0.cancel(&req.into_inner().job_id)?))
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Rpc<pb::RegisterResponse> {
+        Ok(Response::new(self.0.register(req.into_inner())?))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
+        self.0.heartbeat(req.into_inner())?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    type ControlStream = ReceiverStream<Result<pb::Control, Status>>;
+
+    async fn control(&self, req: Request<pb::ControlRequest>) -> Rpc<Self::ControlStream> {
+        let rx = self.0.open_control(&req.into_inner().worker_id)?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report_epoch(&self, req: Request<Streaming<pb::EpochChunk>>) -> Rpc<pb::ReportEpochResponse> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty epoch report: no chunks"))?;
+        let span = info_span!("report", job = %first.job_id, generation = first.generation, rank = first.rank, epoch = first.epoch);
+        let rows = ingest_report(&self.0, first, &mut stream).instrument(span).await?;
+        Ok(Response::new(pb::ReportEpochResponse { rows }))
+    }
+
+    async fn epoch_done(&self, req: Request<pb::EpochDoneRequest>) -> Rpc<pb::EpochDoneResponse> {
+        let stop = self.0.epoch_done(req.into_inner())?;
+        Ok(Response::new(pb::EpochDoneResponse { stop }))
+    }
+
+    async fn report_failure(&self, req: Request<pb::ReportFailureRequest>) -> Rpc<pb::ReportFailureResponse> {
+        self.0.report_failure(req.into_inner())?;
+        Ok(Response::new(pb::ReportFailureResponse {}))
+    }
+}
+
+/// Decodes, validates and stages one rank's epoch report, chunk by chunk.
+/// Any bad chunk rejects the whole report and leaves the stage as before.
+async fn ingest_report(
+    coord: &Coordinator,
+    first: pb::EpochChunk,
+    stream: &mut Streaming<pb::EpochChunk>,
+) -> Result<u64, Status> {
+    let (job_id, generation, rank, epoch) = (first.job_id.clone(), first.generation, first.rank, first.epoch);
+    let handle = coord.running(&job_id, generation, rank)?;
+    let agg = handle.aggregator;
+    let mut writer = agg.lock().unwrap().begin_report(epoch, rank)?;
+    let mut next = Some(first);
+    let mut index = 0usize;
+    let outcome: Result<(), Status> = async {
+        while let Some(chunk) = next.take() {
+            let what = format!("rank {rank} epoch {epoch} chunk {index}");
+            if (chunk.job_id.as_str(), chunk.generation, chunk.rank, chunk.epoch) != (job_id.as_str(), generation, rank, epoch) {
+                return Err(CartoError::invalid(format!("{what}: header differs from the report's first chunk")).into());
+            }
+            if chunk.arrow_ipc.len() > MAX_CHUNK_BYTES {
+                return Err(Status::out_of_range(format!(
+                    "{what}: {} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit",
+                    chunk.arrow_ipc.len()
+                )));
+            }
+            let batches = ipc::decode_chunk(&chunk.arrow_ipc, &what)?;
+            for batch in &batches {
+                let batch = &conform(batch, &what)?;
+                agg.lock().unwrap().ingest(&writer, batch, &what)?;
+                writer.write(batch)?;
+            }
+            index += 1;
+            next = stream.message().await?;
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            let rows = agg.lock().unwrap().finish_report(writer)?;
+            debug!(rows, chunks = index, "report staged");
+            Ok(rows)
+        }
+        Err(e) => {
+            drop(writer);
+            agg.lock().unwrap().abort_report(epoch, rank);
+            Err(e)
+        }
+    }
+}
+
+/// The batch under the canonical dynamics schema (same columns, same order,
+/// same types, no nulls), so it can be written to the partition as is.
+fn conform(batch: &arrow::array::RecordBatch, what: &str) -> Result<arrow::array::RecordBatch, CartoError> {
+    let want = dynamics::schema();
+    let got = batch.schema();
+    let same = got.fields().len() == want.fields().len()
+        && got.fields().iter().zip(want.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if !same {
+        let cols: Vec<String> = got.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        let expected: Vec<String> = want.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        return Err(CartoError::invalid(format!(
+            "{what}: columns ({}) are not the dynamics schema ({})",
+            cols.join(", "),
+            expected.join(", ")
+        )));
+    }
+    arrow::array::RecordBatch::try_new(want, batch.columns().to_vec())
+        .map_err(|e| CartoError::invalid(format!("{what}: {e}")))
+}

@@ -1,0 +1,109 @@
+//! Helpers for the whole-system tests in `tests/`: locating the built
+//! binaries, running them as separate processes, reading their outputs back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::concat_batches;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e is in the workspace").to_path_buf()
+}
+
+/// A file under `examples/`.
+pub fn example(rel: &str) -> PathBuf {
+    repo_root().join("examples").join(rel)
+}
+
+/// A built binary of this profile (`target/<profile>/NAME`), which the test
+/// command builds before running the tests.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --release --workspace` (scripts/test.sh does) before the e2e tests",
+        path.display()
+    );
+    path
+}
+
+/// Runs `carto ARGS…` to completion.
+pub fn carto(args: &[&str]) -> Output {
+    Command::new(bin("carto"))
+        .args(args)
+        .env("CARTO_WORKER_BIN", bin("carto-worker"))
+        .output()
+        .expect("carto starts")
+}
+
+/// Panics with both output streams when `out` did not succeed.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python with pyarrow, polars and duckdb (`CARTO_PYTHON`, set by scripts/test.sh).
+pub fn python() -> PathBuf {
+    std::env::var_os("CARTO_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("CARTO_PYTHON is not set: run the tests through scripts/test.sh, which creates the Python environment")
+    })
+}
+
+/// Reads a whole Parquet file into one batch.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// A column by name, downcast.
+pub fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name} missing"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has type {}", b.column_by_name(name).unwrap().data_type()))
+}
+
+pub fn column(b: &RecordBatch, name: &str) -> ArrayRef {
+    b.column_by_name(name).unwrap_or_else(|| panic!("column {name} missing")).clone()
+}
+
+/// Every `epoch=K/part-R.parquet` under `dir`, read: K → batches.
+pub fn read_dynamics(dir: &Path) -> HashMap<u32, Vec<RecordBatch>> {
+    let mut out: HashMap<u32, Vec<RecordBatch>> = HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let k: u32 = name.strip_prefix("epoch=").unwrap_or_else(|| panic!("unexpected {name}")).parse().unwrap();
+        for f in std::fs::read_dir(e.path()).unwrap() {
+            let p = f.unwrap().path();
+            let fname = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(fname.starts_with("part-") && fname.ends_with(".parquet"), "stray file {}", p.display());
+            out.entry(k).or_default().push(read_parquet(&p));
+        }
+    }
+    out
+}
+
+/// The one line a failed command printed on stderr.
+pub fn error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{stderr}");
+    lines[0].to_string()
+}

@@ -1,0 +1,375 @@
+//! The worker's gRPC session with the coordinator: register, heartbeat with
+//! progress, follow the coordinator's orders (assignments, aborts, shutdown),
+//! and report each epoch — its dynamics as Arrow IPC chunks, then its summary.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use carto_common::dataset;
+use carto_common::dynamics::DynamicsColumns;
+use carto_common::ipc;
+use carto_common::proto::v1 as pb;
+use carto_common::proto::v1::worker_service_client::WorkerServiceClient;
+use carto_common::proto::{MAX_CHUNK_BYTES, PROTOCOL_VERSION};
+use carto_common::sampler::ShardPlan;
+use carto_common::spec::JobSpec;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, info_span, warn};
+
+use crate::collective::{Collective, Single};
+use crate::data::TrainData;
+use crate::trainer::{self, EpochReport, Reporter, StepProgress, TrainJob};
+use crate::WorkerError;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "carto-worker", version, about = "A carto training worker: one process per device.")]
+pub struct WorkerArgs {
+    /// Coordinator URL, e.g. http://10.0.0.1:7070.
+    #[arg(long, env = "CARTO_COORDINATOR")]
+    pub coordinator: String,
+    /// Shared secret sent with every call.
+    #[arg(long, env = "CARTO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Device this worker trains on: cpu, cuda:N, or cuda (then the GPU is
+    /// --local-rank modulo the visible GPUs).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// This process's index on its host (torchrun's LOCAL_RANK), for --device cuda.
+    #[arg(long, env = "LOCAL_RANK", default_value_t = 0)]
+    pub local_rank: u32,
+    /// Host name or address other ranks use to reach this one [default: this host's name].
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    /// A name shown in the coordinator's logs.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long to keep trying to reach the coordinator at start.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout_secs: u64,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Runs the worker until the coordinator says shut down (or is lost).
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(session(args))
+}
+
+async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("--coordinator {url}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                warn!("coordinator {url} not reachable yet ({e}); retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => anyhow::bail!("cannot reach the coordinator at {url}: {e}"),
+        }
+    }
+}
+
+enum Order {
+    Assign(pb::Assignment),
+    Shutdown,
+    Lost(String),
+}
+
+/// The assignment being trained and whether the coordinator aborted it.
+#[derive(Default)]
+struct Current {
+    job: Mutex<Option<(String, u64)>>,
+    aborted: AtomicBool,
+}
+
+async fn session(args: WorkerArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.coordinator, Duration::from_secs(args.connect_timeout_secs)).await?;
+    let token = match &args.token {
+        Some(t) => Some(
+            format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("--token holds characters not allowed in a header"))?,
+        ),
+        None => None,
+    };
+    let mut client: Client = WorkerServiceClient::with_interceptor(channel, Auth(token));
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let reg = client
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            hostname: host.clone(),
+            devices: vec![args.device.clone()],
+            advertise_host: args.advertise_host.clone().unwrap_or(host),
+            name: args.name.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator, s.message()))?
+        .into_inner();
+    let worker_id = reg.worker_id.clone();
+    info!(worker = %worker_id, "registered");
+
+    let progress: Arc<Mutex<Option<pb::WorkerProgress>>> = Arc::default();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        worker_id.clone(),
+        progress.clone(),
+        Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
+    ));
+
+    let mut control = client.control(pb::ControlRequest { worker_id: worker_id.clone() }).await?.into_inner();
+    let current = Arc::new(Current::default());
+    let (tx, mut orders) = tokio::sync::mpsc::unbounded_channel();
+    let current_c = current.clone();
+    tokio::spawn(async move {
+        loop {
+            match control.message().await {
+                Ok(Some(pb::Control { kind: Some(kind) })) => match kind {
+                    pb::control::Kind::Assignment(a) => {
+                        let _ = tx.send(Order::Assign(a));
+                    }
+                    pb::control::Kind::Abort(a) => {
+                        let cur = current_c.job.lock().unwrap().clone();
+                        if cur.is_some_and(|(job, gen)| job == a.job_id && gen <= a.generation) {
+                            warn!(job = %a.job_id, reason = %a.reason, "abort");
+                            current_c.aborted.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    pb::control::Kind::Shutdown(s) => {
+                        info!(reason = %s.reason, "shutdown");
+                        current_c.aborted.store(true, Ordering::SeqCst);
+                        let _ = tx.send(Order::Shutdown);
+                        break;
+                    }
+                },
+                Ok(Some(pb::Control { kind: None })) => {}
+                Ok(None) => {
+                    let _ = tx.send(Order::Lost("the coordinator closed the control stream".into()));
+                    break;
+                }
+                Err(s) => {
+                    let _ = tx.send(Order::Lost(format!("control stream: {}", s.message())));
+                    break;
+                }
+            }
+        }
+    });
+
+    let result = loop {
+        match orders.recv().await {
+            Some(Order::Assign(a)) => {
+                *current.job.lock().unwrap() = Some((a.job_id.clone(), a.generation));
+                current.aborted.store(false, Ordering::SeqCst);
+                let link = GrpcReporter {
+                    client: client.clone(),
+                    handle: tokio::runtime::Handle::current(),
+                    job_id: a.job_id.clone(),
+                    generation: a.generation,
+                    rank: a.rank,
+                    max_chunk: (reg.max_chunk_bytes as usize).clamp(64 * 1024, MAX_CHUNK_BYTES),
+                    progress: progress.clone(),
+                    current: current.clone(),
+                };
+                let device = match args.device.as_str() {
+                    "cuda" => format!("cuda:{}", args.local_rank as i64 % tch::Cuda::device_count().max(1)),
+                    d => d.to_string(),
+                };
+                let (job_id, generation, rank) = (a.job_id.clone(), a.generation, a.rank);
+                let outcome = tokio::task::spawn_blocking(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &device, &link)))
+                })
+                .await;
+                *progress.lock().unwrap() = None;
+                let failure = match outcome {
+                    Ok(Ok(Ok(()))) | Ok(Ok(Err(WorkerError::Aborted))) => None,
+                    Ok(Ok(Err(e))) => Some((e.to_string(), e.is_invalid_input())),
+                    Ok(Err(panic)) => Some((panic_message(panic), false)),
+                    Err(join) => Some((format!("training thread failed: {join}"), false)),
+                };
+                if let Some((message, invalid_input)) = failure {
+                    warn!(job = %job_id, %message, "job failed on this worker");
+                    let _ = client
+                        .report_failure(pb::ReportFailureRequest {
+                            worker_id: worker_id.clone(),
+                            job_id,
+                            generation,
+                            rank,
+                            message,
+                            invalid_input,
+                        })
+                        .await;
+                }
+                *current.job.lock().unwrap() = None;
+            }
+            Some(Order::Shutdown) | None => break Ok(()),
+            Some(Order::Lost(why)) => break Err(anyhow::anyhow!("lost the coordinator: {why}")),
+        }
+    };
+    heartbeat.abort();
+    result
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let text = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    // libtorch errors carry a C++ backtrace after the first line.
+    format!("worker crashed: {}", text.lines().next().unwrap_or_default())
+}
+
+async fn heartbeat_loop(
+    mut client: Client,
+    worker_id: String,
+    progress: Arc<Mutex<Option<pb::WorkerProgress>>>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let p = progress.lock().unwrap().clone();
+        if let Err(s) = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p }).await {
+            warn!("heartbeat failed: {}", s.message());
+        }
+    }
+}
+
+/// Loads the data and trains one assignment on this thread (blocking).
+fn run_assignment(a: pb::Assignment, device: &str, link: &GrpcReporter) -> Result<(), WorkerError> {
+    let spec: JobSpec = a.spec.clone().unwrap_or_default().into();
+    let _span = info_span!("job", job = %a.job_id, generation = a.generation, rank = a.rank).entered();
+    let device = match (spec.device(), device) {
+        ("cpu", _) => trainer::parse_device("cpu")?,
+        (_, "cpu") => {
+            return Err(WorkerError::Unsupported(format!(
+                "the job asks for --device {} but this worker was started with --device cpu",
+                spec.device()
+            )))
+        }
+        (_, d) => trainer::parse_device(d)?,
+    };
+    let shard = a.shard.ok_or_else(|| WorkerError::Internal("assignment without a shard plan".into()))?;
+    let plan = ShardPlan {
+        num_samples: shard.num_samples,
+        seed: shard.seed,
+        world_size: shard.world_size,
+        rank: shard.rank,
+        global_batch: shard.global_batch,
+    };
+    tch::set_num_threads(spec.threads_per_worker() as i32);
+    let ds = dataset::load(&spec.dataset_spec()?)?;
+    if ds.num_classes != a.num_classes as usize {
+        return Err(WorkerError::Invalid(format!(
+            "{}: {} classes here but {} at the coordinator",
+            ds.path.display(),
+            ds.num_classes,
+            a.num_classes
+        )));
+    }
+    let data = TrainData::new(ds, spec.hash_bits(), device);
+    let collective: Box<dyn Collective> = if a.world_size == 1 {
+        Box::new(Single)
+    } else {
+        return Err(WorkerError::Unsupported(format!(
+            "world size {} needs the c10d collectives, which this build does not have yet",
+            a.world_size
+        )));
+    };
+    let job = TrainJob {
+        job_id: &a.job_id,
+        generation: a.generation,
+        spec: &spec,
+        plan,
+        start_epoch: a.start_epoch,
+        device,
+    };
+    trainer::train(&job, &data, collective.as_ref(), link)?;
+    Ok(())
+}
+
+/// The trainer's link to the coordinator, used from the blocking training thread.
+struct GrpcReporter {
+    client: Client,
+    handle: tokio::runtime::Handle,
+    job_id: String,
+    generation: u64,
+    rank: u32,
+    max_chunk: usize,
+    progress: Arc<Mutex<Option<pb::WorkerProgress>>>,
+    current: Arc<Current>,
+}
+
+impl Reporter for GrpcReporter {
+    fn progress(&self, p: StepProgress) {
+        *self.progress.lock().unwrap() = Some(pb::WorkerProgress {
+            job_id: self.job_id.clone(),
+            generation: self.generation,
+            rank: self.rank,
+            epoch: p.epoch,
+            samples_done: p.samples_done,
+            loss_sum: p.loss_sum,
+            correct: p.correct,
+            train_seconds: p.train_seconds,
+        });
+    }
+
+    fn aborted(&self) -> bool {
+        self.current.aborted.load(Ordering::SeqCst)
+    }
+
+    fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError> {
+        let chunks = ipc::encode_dynamics(rows, self.max_chunk)?;
+        let header = (self.job_id.clone(), self.generation, self.rank);
+        let messages: Vec<pb::EpochChunk> = chunks
+            .into_iter()
+            .map(|arrow_ipc| pb::EpochChunk {
+                job_id: header.0.clone(),
+                generation: header.1,
+                rank: header.2,
+                epoch,
+                arrow_ipc,
+            })
+            .collect();
+        let mut client = self.client.clone();
+        let resp = self.handle.block_on(client.report_epoch(tokio_stream::iter(messages)))?;
+        Ok(resp.into_inner().rows)
+    }
+
+    fn epoch_done(&self, r: EpochReport) -> Result<bool, WorkerError> {
+        let mut client = self.client.clone();
+        let resp = self.handle.block_on(client.epoch_done(pb::EpochDoneRequest {
+            job_id: self.job_id.clone(),
+            generation: self.generation,
+            rank: self.rank,
+            epoch: r.epoch,
+            samples: r.samples,
+            loss_sum: r.loss_sum,
+            correct: r.correct,
+            train_seconds: r.train_seconds,
+            rows_sent: r.rows_sent,
+        }))?;
+        Ok(resp.into_inner().stop)
+    }
+}

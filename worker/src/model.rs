@@ -1,0 +1,167 @@
+//! The classifiers: `linear`, `mlp` and `bow` (fastText-like: hashed n-gram
+//! embeddings, averaged, then a linear layer).
+//!
+//! Dense parameters live in a VarStore and are listed in name order, so every
+//! rank flattens and reduces them identically. The `bow` embedding table lives
+//! outside it: a training forward gathers only the rows its batch touches into a
+//! small leaf tensor, and the step writes those rows back (lazy Adam).
+
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::Inputs;
+use crate::optim::{AdamConfig, LazyAdam};
+use crate::WorkerError;
+
+pub struct ModelConfig<'a> {
+    pub kind: &'a str,
+    pub input_dim: usize,
+    pub num_classes: usize,
+    pub hidden: usize,
+    pub embed_dim: usize,
+    pub hash_buckets: usize,
+}
+
+enum Net {
+    Linear(nn::Linear),
+    Mlp(nn::Linear, nn::Linear),
+    Bow(Bow),
+}
+
+struct Bow {
+    table: Tensor,
+    head: nn::Linear,
+    optim: Option<LazyAdam>,
+    /// Rows touched by the last training forward: (row ids, leaf holding their values).
+    touched: Option<(Tensor, Tensor)>,
+}
+
+pub struct Model {
+    pub vs: nn::VarStore,
+    net: Net,
+    device: Device,
+}
+
+impl Model {
+    /// Builds the model with parameters drawn from libtorch's generator
+    /// (seed it first with `tch::manual_seed` so every rank starts alike).
+    pub fn new(cfg: &ModelConfig, device: Device) -> Result<Model, WorkerError> {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (d, c) = (cfg.input_dim as i64, cfg.num_classes as i64);
+        let net = match cfg.kind {
+            "linear" => Net::Linear(nn::linear(&root / "out", d, c, Default::default())),
+            "mlp" => Net::Mlp(
+                nn::linear(&root / "hidden", d, cfg.hidden as i64, Default::default()),
+                nn::linear(&root / "out", cfg.hidden as i64, c, Default::default()),
+            ),
+            "bow" => {
+                let e = cfg.embed_dim as i64;
+                // fastText's initialisation: U(−1/dim, 1/dim).
+                let table = Tensor::empty([cfg.hash_buckets as i64, e], (Kind::Float, device))
+                    .uniform_(-1.0 / e as f64, 1.0 / e as f64);
+                Net::Bow(Bow {
+                    table,
+                    head: nn::linear(&root / "out", e, c, Default::default()),
+                    optim: None,
+                    touched: None,
+                })
+            }
+            other => {
+                return Err(WorkerError::Unsupported(format!(
+                    "model '{other}' is not available in this worker (linear, mlp, bow)"
+                )))
+            }
+        };
+        Ok(Model { vs, net, device })
+    }
+
+    /// Dense trainable parameters, in name order.
+    pub fn dense_params(&self) -> Vec<(String, Tensor)> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Enables the lazy optimizer of sparse parameters (bow's table).
+    pub fn init_sparse_optimizer(&mut self, cfg: AdamConfig) {
+        if let Net::Bow(b) = &mut self.net {
+            b.optim = Some(LazyAdam::new(cfg, &b.table));
+        }
+    }
+
+    /// Logits `[samples.len(), classes]`. With `train`, the graph is kept for
+    /// backward; without, call it inside `tch::no_grad`.
+    pub fn forward(&mut self, inputs: &Inputs, samples: &[i64], train: bool) -> Tensor {
+        let device = self.device;
+        match (&mut self.net, inputs) {
+            (Net::Linear(l), Inputs::Dense(x)) => l.forward(&gather_rows(x, samples, device)),
+            (Net::Mlp(h, o), Inputs::Dense(x)) => o.forward(&h.forward(&gather_rows(x, samples, device)).relu()),
+            (Net::Bow(b), Inputs::Text(text)) => {
+                // Gather the batch's n-grams, deduplicate them, and index the
+                // touched rows through a compact remapping.
+                let mut flat: Vec<i64> = Vec::new();
+                let mut offsets: Vec<i64> = Vec::with_capacity(samples.len());
+                for &s in samples {
+                    offsets.push(flat.len() as i64);
+                    flat.extend_from_slice(text.row(s as usize));
+                }
+                let mut uniq = flat.clone();
+                uniq.sort_unstable();
+                uniq.dedup();
+                let local: Vec<i64> =
+                    flat.iter().map(|id| uniq.binary_search(id).expect("id is in uniq") as i64).collect();
+                let uniq_t = Tensor::from_slice(&uniq).to_device(device);
+                let rows = b.table.index_select(0, &uniq_t).detach();
+                let rows = if train { rows.set_requires_grad(true) } else { rows };
+                let (bag, _, _, _) = Tensor::embedding_bag::<Tensor>(
+                    &rows,
+                    &Tensor::from_slice(&local).to_device(device),
+                    &Tensor::from_slice(&offsets).to_device(device),
+                    false,
+                    1, // mean
+                    false,
+                    None,
+                    false,
+                );
+                let logits = b.head.forward(&bag);
+                b.touched = train.then_some((uniq_t, rows));
+                logits
+            }
+            _ => panic!("model and inputs disagree (text model on dense features or vice versa)"),
+        }
+    }
+
+    /// Gradient of the rows touched by the last training forward, if any:
+    /// (row ids, gradient rows). For reducing across ranks before the step.
+    pub fn sparse_grad(&self) -> Option<(Tensor, Tensor)> {
+        match &self.net {
+            Net::Bow(b) => b.touched.as_ref().map(|(ids, rows)| (ids.shallow_clone(), rows.grad())),
+            _ => None,
+        }
+    }
+
+    /// Applies the lazy optimizer to the touched rows with gradient `grad`.
+    pub fn sparse_step(&mut self, ids: &Tensor, grad: &Tensor) {
+        if let Net::Bow(b) = &mut self.net {
+            if let Some(opt) = &mut b.optim {
+                if grad.defined() && ids.numel() > 0 {
+                    opt.step(&mut b.table, ids, grad);
+                }
+            }
+            b.touched = None;
+        }
+    }
+
+    /// The non-VarStore parameters (bow's table), for broadcasting and saving.
+    pub fn extra_params(&mut self) -> Vec<(String, &mut Tensor)> {
+        match &mut self.net {
+            Net::Bow(b) => vec![("embedding.table".to_string(), &mut b.table)],
+            _ => vec![],
+        }
+    }
+}
+
+fn gather_rows(x: &Tensor, samples: &[i64], device: Device) -> Tensor {
+    x.index_select(0, &Tensor::from_slice(samples).to_device(device))
+}

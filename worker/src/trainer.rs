@@ -1,0 +1,287 @@
+//! The training loop of one rank: data-parallel steps over this rank's shard,
+//! recording every sample's dynamics from the training forward pass (before the
+//! optimizer step, as the paper's code does) or from an eval pass at the
+//! epoch's end, and reporting each epoch to the coordinator.
+
+use std::time::Instant;
+
+use carto_common::dynamics::DynamicsColumns;
+use carto_common::metrics::RowStats;
+use carto_common::sampler::{ShardItem, ShardPlan};
+use carto_common::spec::JobSpec;
+use tch::{Device, Kind, Reduction, Tensor};
+use tracing::{debug, info, info_span};
+
+use crate::collective::Collective;
+use crate::data::TrainData;
+use crate::model::{Model, ModelConfig};
+use crate::optim::{Adam, AdamConfig};
+use crate::WorkerError;
+
+/// Live progress of the running epoch (sent with heartbeats).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepProgress {
+    pub epoch: u32,
+    pub samples_done: u64,
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub train_seconds: f64,
+}
+
+/// What a rank reports at the end of an epoch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpochReport {
+    pub epoch: u32,
+    pub samples: u64,
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub train_seconds: f64,
+    pub rows_sent: u64,
+}
+
+/// Where the trainer sends what it learns; the gRPC link in production,
+/// a collector in tests.
+pub trait Reporter {
+    fn progress(&self, p: StepProgress);
+    /// True once the coordinator asked this rank to stop.
+    fn aborted(&self) -> bool;
+    /// Sends one epoch's dynamics rows; returns the rows acknowledged.
+    fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError>;
+    /// Reports the epoch; `Ok(true)` means stop training.
+    fn epoch_done(&self, report: EpochReport) -> Result<bool, WorkerError>;
+}
+
+pub struct TrainJob<'a> {
+    pub job_id: &'a str,
+    pub generation: u64,
+    pub spec: &'a JobSpec,
+    pub plan: ShardPlan,
+    pub start_epoch: u32,
+    pub device: Device,
+}
+
+pub fn parse_device(s: &str) -> Result<Device, WorkerError> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        d => match d.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Ok(Device::Cuda(i)),
+            None => Err(WorkerError::Unsupported(format!("unknown device '{d}'"))),
+        },
+    }
+    .and_then(|dev| match dev {
+        Device::Cuda(i) if !tch::Cuda::is_available() || i >= tch::Cuda::device_count() as usize => Err(
+            WorkerError::Unsupported(format!("device cuda:{i} is not available on this worker")),
+        ),
+        dev => Ok(dev),
+    })
+}
+
+/// Trains `job` to its last epoch (or until stopped). Returns the final model.
+pub fn train(
+    job: &TrainJob,
+    data: &TrainData,
+    collective: &dyn Collective,
+    reporter: &dyn Reporter,
+) -> Result<Model, WorkerError> {
+    let spec = job.spec;
+    let plan = job.plan;
+    plan.validate().map_err(|e| WorkerError::Invalid(e.to_string()))?;
+    if plan.num_samples as usize != data.len() {
+        return Err(WorkerError::Invalid(format!(
+            "the dataset has {} rows here but {} at the coordinator: is the file the same on every host?",
+            data.len(),
+            plan.num_samples
+        )));
+    }
+    tch::manual_seed(spec.seed() as i64);
+    let mut model = Model::new(
+        &ModelConfig {
+            kind: spec.model(),
+            input_dim: data.input_dim,
+            num_classes: data.num_classes,
+            hidden: spec.hidden() as usize,
+            embed_dim: spec.embed_dim() as usize,
+            hash_buckets: 1 << spec.hash_bits(),
+        },
+        job.device,
+    )?;
+    // Every rank starts from rank 0's parameters.
+    tch::no_grad(|| -> Result<(), WorkerError> {
+        for (_, mut p) in model.dense_params() {
+            collective.broadcast(&mut p, 0)?;
+        }
+        for (_, p) in model.extra_params() {
+            collective.broadcast(p, 0)?;
+        }
+        Ok(())
+    })?;
+    let adam = AdamConfig::new(spec.lr());
+    let params: Vec<Tensor> = model.dense_params().into_iter().map(|(_, t)| t).collect();
+    let mut opt = Adam::new(adam, params);
+    model.init_sparse_optimizer(adam);
+
+    let record = spec.record_dynamics();
+    let eval_pass = spec.dynamics_pass() == "eval";
+    let classes = data.num_classes as i64;
+    let local_batch = plan.local_batch() as usize;
+
+    for epoch in job.start_epoch..spec.epochs() {
+        let _span = info_span!("epoch", job = job.job_id, generation = job.generation, rank = plan.rank, epoch)
+            .entered();
+        let started = Instant::now();
+        let items = plan.rank_items(epoch);
+        let logits_buf = Tensor::zeros([items.len() as i64, classes], (Kind::Float, job.device));
+        let mut loss_acc = Tensor::zeros([], (Kind::Double, job.device));
+        let mut correct_acc = Tensor::zeros([], (Kind::Int64, job.device));
+        let mut progress = StepProgress { epoch, ..Default::default() };
+        let mut last_report = Instant::now();
+
+        for (step, batch) in items.chunks(local_batch).enumerate() {
+            if reporter.aborted() {
+                return Err(WorkerError::Aborted);
+            }
+            let samples: Vec<i64> = batch.iter().map(|i| i.sample as i64).collect();
+            let mask_v: Vec<f32> = batch.iter().map(|i| if i.padding { 0.0 } else { 1.0 }).collect();
+            let real = mask_v.iter().filter(|&&m| m > 0.0).count() as u64;
+            let idx = Tensor::from_slice(&samples).to_device(job.device);
+            let mask = Tensor::from_slice(&mask_v).to_device(job.device);
+            let y = data.labels.index_select(0, &idx);
+
+            let logits = model.forward(&data.inputs, &samples, true);
+            let per_sample = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::None, -100, 0.0);
+            // Sum over this rank's real samples divided by the real samples of
+            // the global step: summed over ranks this is the global mean, so
+            // the gradient equals a single worker's on the same global batch.
+            let denom = plan.global_real_in_step(step as u64).max(1) as f64;
+            let loss = (&per_sample * &mask).sum(Kind::Float) / denom;
+
+            opt.zero_grad();
+            loss.backward();
+            sync_gradients(&mut model, collective)?;
+            opt.step();
+            if let Some((ids, grad)) = model.sparse_grad() {
+                model.sparse_step(&ids, &grad);
+            }
+
+            tch::no_grad(|| {
+                let detached = logits.detach();
+                if record && !eval_pass {
+                    let start = (step * local_batch) as i64;
+                    let _ = logits_buf.narrow(0, start, batch.len() as i64).copy_(&detached);
+                }
+                loss_acc += (per_sample.detach() * &mask).sum(Kind::Double);
+                let hit = detached.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float) * &mask;
+                correct_acc += hit.sum(Kind::Int64);
+            });
+            progress.samples_done += real;
+            if last_report.elapsed().as_millis() >= 250 {
+                progress.loss_sum = loss_acc.double_value(&[]);
+                progress.correct = correct_acc.int64_value(&[]) as u64;
+                progress.train_seconds = started.elapsed().as_secs_f64();
+                reporter.progress(progress);
+                last_report = Instant::now();
+            }
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let loss_sum = loss_acc.double_value(&[]);
+        if !loss_sum.is_finite() {
+            return Err(WorkerError::Diverged(format!(
+                "training diverged in epoch {epoch}: the loss is {loss_sum}; try a smaller --lr"
+            )));
+        }
+        let correct = correct_acc.int64_value(&[]) as u64;
+        let samples = items.iter().filter(|i| !i.padding).count() as u64;
+        progress.samples_done = samples;
+        progress.loss_sum = loss_sum;
+        progress.correct = correct;
+        progress.train_seconds = train_seconds;
+        reporter.progress(progress);
+
+        let mut rows_sent = 0;
+        if record {
+            if eval_pass {
+                tch::no_grad(|| {
+                    for (step, batch) in items.chunks(local_batch).enumerate() {
+                        let samples: Vec<i64> = batch.iter().map(|i| i.sample as i64).collect();
+                        let logits = model.forward(&data.inputs, &samples, false);
+                        let start = (step * local_batch) as i64;
+                        let _ = logits_buf.narrow(0, start, batch.len() as i64).copy_(&logits);
+                    }
+                });
+            }
+            let rows = dynamics_rows(&items, &logits_buf, &data.labels_cpu, epoch)?;
+            rows_sent = reporter.dynamics(epoch, &rows)?;
+        }
+        let report = EpochReport { epoch, samples, loss_sum, correct, train_seconds, rows_sent };
+        info!(
+            loss = loss_sum / samples.max(1) as f64,
+            accuracy = correct as f64 / samples.max(1) as f64,
+            seconds = train_seconds,
+            "epoch trained"
+        );
+        if reporter.epoch_done(report)? {
+            debug!("coordinator asked to stop");
+            break;
+        }
+    }
+    Ok(model)
+}
+
+/// Sums gradients over ranks (the loss is already divided by the global
+/// count). Dense parameters are flattened into one bucket in name order.
+fn sync_gradients(model: &mut Model, collective: &dyn Collective) -> Result<(), WorkerError> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    let grads: Vec<Tensor> = model.dense_params().iter().map(|(_, p)| p.grad()).collect();
+    let flat: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.view([-1])).collect();
+    if !flat.is_empty() {
+        let mut bucket = Tensor::cat(&flat, 0);
+        collective.all_reduce_sum(&mut bucket)?;
+        let mut offset = 0i64;
+        for g in grads.iter().filter(|g| g.defined()) {
+            let n = g.numel() as i64;
+            tch::no_grad(|| {
+                let _ = g.view([-1]).copy_(&bucket.narrow(0, offset, n));
+            });
+            offset += n;
+        }
+    }
+    if model.sparse_grad().is_some() {
+        return Err(WorkerError::Unsupported(
+            "bow with more than one worker needs sparse gradient exchange, which is not built yet".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns the epoch's logits (`[items, classes]`, in item order) into the
+/// contract's dynamics rows, one per real (non-padding) item.
+fn dynamics_rows(
+    items: &[ShardItem],
+    logits: &Tensor,
+    labels: &[i64],
+    epoch: u32,
+) -> Result<DynamicsColumns, WorkerError> {
+    let classes = logits.size()[1] as usize;
+    let cpu = logits.to_device(Device::Cpu).contiguous();
+    let mut flat = vec![0f32; cpu.numel()];
+    cpu.copy_data(&mut flat, cpu.numel());
+    let mut rows = DynamicsColumns::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        if item.padding {
+            continue;
+        }
+        let z = &flat[k * classes..(k + 1) * classes];
+        if z.iter().any(|v| !v.is_finite()) {
+            return Err(WorkerError::Diverged(format!(
+                "epoch {epoch}: sample {} has non-finite logits; try a smaller --lr",
+                item.sample
+            )));
+        }
+        let label = labels[item.sample as usize];
+        rows.push(item.sample as i64, label, &RowStats::from_logits(z, label as usize));
+    }
+    Ok(rows)
+}
