@@ -22,7 +22,6 @@ pub mod defaults {
     /// Adam's learning rate per model family.
     pub fn lr(model: &str) -> f64 {
         match model {
-            "bow" => 5e-3,
             "bert" | "roberta" => 2e-5,
             _ => 1e-3,
         }
@@ -66,7 +65,7 @@ pub struct JobSpec {
     /// Global batch size, split evenly across workers [default: 64].
     #[arg(long, value_name = "B")]
     pub batch_size: Option<u32>,
-    /// Adam learning rate [default: 1e-3; bow 5e-3; bert/roberta 2e-5].
+    /// Adam learning rate [default: 1e-3; bert/roberta 2e-5].
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
     /// Seed of initialisation and shuffling [default: 42].

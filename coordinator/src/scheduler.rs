@@ -445,6 +445,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Tells every worker to exit and closes their order streams (server shutdown).
+    pub fn shutdown_workers(&self, reason: &str) {
+        let mut st = self.state.lock().unwrap();
+        for w in st.workers.values_mut() {
+            send(w, pb::control::Kind::Shutdown(pb::Shutdown { reason: reason.into() }));
+            w.control = None;
+        }
+    }
+
     /// Drops workers that stopped heartbeating or closed their order stream;
     /// their jobs fail (recovery comes with generations).
     pub fn reap_lost_workers(&self) {

@@ -69,10 +69,19 @@ impl Embedded {
         format!("http://{}", self.addr)
     }
 
+    /// Stops serving: workers are told to exit, open streams end, and
+    /// in-flight calls get a few seconds to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.coord.shutdown_workers("the coordinator is shutting down");
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.task.await?
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await {
+            Ok(r) => r?,
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
+        }
     }
 }

@@ -1,0 +1,345 @@
+//! The coordinator's gRPC services in-process on 127.0.0.1:0, driven by real
+//! tonic clients that speak the worker protocol: assignment, shard plans,
+//! merging, and the rejection of every kind of bad report with the proper
+//! status code and no change of state.
+
+use std::time::Duration;
+
+use arrow::array::{Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+use carto_common::dynamics::DynamicsColumns;
+use carto_common::ipc;
+use carto_common::metrics::{RowStats, SampleAccumulators};
+use carto_common::proto::v1 as pb;
+use carto_common::proto::v1::job_service_client::JobServiceClient;
+use carto_common::proto::v1::worker_service_client::WorkerServiceClient;
+use carto_common::proto::PROTOCOL_VERSION;
+use carto_common::sampler::ShardPlan;
+use carto_coordinator::scheduler::{Coordinator, CoordinatorConfig};
+use carto_coordinator::server::Embedded;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const ROWS: usize = 40;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    out: std::path::PathBuf,
+    server: Embedded,
+    jobs: JobServiceClient<Channel>,
+}
+
+impl Fixture {
+    async fn start(workers: u32) -> (Fixture, pb::Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data.csv");
+        let mut csv = String::from("text,label\n");
+        for i in 0..ROWS {
+            csv += &format!("review number {i},{}\n", if i % 3 == 0 { "neg" } else { "pos" });
+        }
+        std::fs::write(&data, csv).unwrap();
+        let out = dir.path().join("out");
+        let coord = Coordinator::new(CoordinatorConfig::default());
+        let server = Embedded::start(coord, "127.0.0.1:0").await.unwrap();
+        let mut jobs = JobServiceClient::connect(server.url()).await.unwrap();
+        let spec = pb::JobSpec {
+            data: data.display().to_string(),
+            label_col: "label".into(),
+            text_col: "text".into(),
+            out: out.display().to_string(),
+            epochs: Some(2),
+            batch_size: Some(8),
+            workers: Some(workers),
+            ..Default::default()
+        };
+        let job = jobs.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await.unwrap().into_inner().job.unwrap();
+        (Fixture { _dir: dir, out, server, jobs }, job)
+    }
+}
+
+/// A client that speaks the worker protocol (no training: it sends rows it
+/// computes from chosen logits, so the expected metrics are known exactly).
+struct FakeRank {
+    client: WorkerServiceClient<Channel>,
+    assignment: pb::Assignment,
+    _control: tonic::Streaming<pb::Control>,
+}
+
+impl FakeRank {
+    async fn join(url: &str) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::connect(url.to_string()).await.unwrap()
+    }
+
+    async fn register(client: &mut WorkerServiceClient<Channel>) -> (String, tonic::Streaming<pb::Control>) {
+        let reg = client
+            .register(pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                hostname: "test".into(),
+                devices: vec!["cpu".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let control = client.control(pb::ControlRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+        (reg.worker_id, control)
+    }
+
+    async fn assigned(mut client: WorkerServiceClient<Channel>) -> FakeRank {
+        let (_, mut control) = Self::register(&mut client).await;
+        let msg = tokio::time::timeout(Duration::from_secs(5), control.message()).await.unwrap().unwrap().unwrap();
+        let Some(pb::control::Kind::Assignment(assignment)) = msg.kind else { panic!("expected an assignment, got {msg:?}") };
+        FakeRank { client, assignment, _control: control }
+    }
+
+    fn plan(&self) -> ShardPlan {
+        let s = self.assignment.shard.unwrap();
+        ShardPlan { num_samples: s.num_samples, seed: s.seed, world_size: s.world_size, rank: s.rank, global_batch: s.global_batch }
+    }
+
+    fn chunk(&self, epoch: u32, bytes: Vec<u8>) -> pb::EpochChunk {
+        pb::EpochChunk {
+            job_id: self.assignment.job_id.clone(),
+            generation: self.assignment.generation,
+            rank: self.assignment.rank,
+            epoch,
+            arrow_ipc: bytes,
+        }
+    }
+
+    async fn report(&mut self, chunks: Vec<pb::EpochChunk>) -> Result<u64, tonic::Status> {
+        self.client.report_epoch(tokio_stream::iter(chunks)).await.map(|r| r.into_inner().rows)
+    }
+
+    async fn done(&mut self, epoch: u32, rows: u64) -> Result<bool, tonic::Status> {
+        self.client
+            .epoch_done(pb::EpochDoneRequest {
+                job_id: self.assignment.job_id.clone(),
+                generation: self.assignment.generation,
+                rank: self.assignment.rank,
+                epoch,
+                samples: rows,
+                loss_sum: rows as f64 * 0.5,
+                correct: rows / 2,
+                train_seconds: 0.1,
+                rows_sent: rows,
+            })
+            .await
+            .map(|r| r.into_inner().stop)
+    }
+}
+
+fn label(s: usize) -> i64 {
+    // "neg" < "pos": neg = 0, pos = 1.
+    if s % 3 == 0 { 0 } else { 1 }
+}
+
+/// Logits chosen per (sample, epoch) so metrics differ across samples and epochs.
+fn logits(s: usize, epoch: u32) -> [f64; 2] {
+    let x = (s as f64 * 0.37 + epoch as f64 * 0.9).sin() * 2.0;
+    [x, -x * 0.5]
+}
+
+fn rows_for(samples: &[u64], epoch: u32) -> DynamicsColumns {
+    let mut cols = DynamicsColumns::default();
+    for &s in samples {
+        let s = s as usize;
+        cols.push(s as i64, label(s), &RowStats::from_logits(&logits(s, epoch), label(s) as usize));
+    }
+    cols
+}
+
+fn my_samples(rank: &FakeRank, epoch: u32) -> Vec<u64> {
+    rank.plan().rank_items(epoch).iter().filter(|i| !i.padding).map(|i| i.sample).collect()
+}
+
+fn read(path: &std::path::Path) -> RecordBatch {
+    let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    let b: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
+}
+
+async fn wait_state(jobs: &mut JobServiceClient<Channel>, id: &str, want: pb::JobState) -> pb::Job {
+    for _ in 0..100 {
+        let j = jobs.get_job(pb::GetJobRequest { job_id: id.into() }).await.unwrap().into_inner();
+        if j.state == want as i32 {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never reached {want:?}");
+}
+
+#[tokio::test]
+async fn a_job_is_assigned_merged_and_written() {
+    let (mut f, job) = Fixture::start(1).await;
+    assert_eq!(job.state, pb::JobState::Queued as i32);
+    assert_eq!(job.num_samples, ROWS as u64);
+    let mut rank = FakeRank::assigned(FakeRank::join(&f.server.url()).await).await;
+    assert_eq!((rank.assignment.rank, rank.assignment.world_size, rank.assignment.num_classes), (0, 1, 2));
+    let running = wait_state(&mut f.jobs, &job.id, pb::JobState::Running).await;
+    assert_eq!(running.generation, 1);
+
+    let mut events = f.jobs.watch_job(pb::WatchJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    for epoch in 0..2 {
+        let samples = my_samples(&rank, epoch);
+        let rows = rows_for(&samples, epoch);
+        // Three chunks, to exercise the stream.
+        let chunks = vec![
+            rank.chunk(epoch, ipc::encode_batch(&rows.slice_to_batch(0, 10)).unwrap()),
+            rank.chunk(epoch, ipc::encode_batch(&rows.slice_to_batch(10, 25)).unwrap()),
+            rank.chunk(epoch, ipc::encode_batch(&rows.slice_to_batch(25, ROWS)).unwrap()),
+        ];
+        assert_eq!(rank.report(chunks).await.unwrap(), ROWS as u64);
+        let stop = rank.done(epoch, ROWS as u64).await.unwrap();
+        assert_eq!(stop, epoch == 1, "the last epoch ends the job");
+    }
+    let mut last = None;
+    while let Some(ev) = events.message().await.unwrap() {
+        last = ev.job;
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::JobState::Succeeded as i32, "{}", last.error);
+    assert_eq!(last.epochs.len(), 2);
+    assert!((last.epochs[0].loss - 0.5).abs() < 1e-12);
+
+    // The metrics are exactly those of the rows sent.
+    let mut acc = SampleAccumulators::new(ROWS);
+    for epoch in 0..2 {
+        for s in 0..ROWS {
+            let r = RowStats::from_logits(&logits(s, epoch), label(s) as usize);
+            acc.observe(s, epoch, r.gold_prob, r.correct, r.margin, r.el2n).unwrap();
+        }
+    }
+    let m = read(&f.out.join("metrics.parquet"));
+    let conf = m.column_by_name("confidence").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    let var = m.column_by_name("variability").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    let aum = m.column_by_name("aum").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    let fl = m.column_by_name("first_learned_epoch").unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
+    for s in 0..ROWS {
+        let want = acc.metrics(s).unwrap();
+        assert_eq!(conf.value(s), want.confidence);
+        assert_eq!(var.value(s), want.variability);
+        assert_eq!(aum.value(s), want.aum);
+        assert_eq!(fl.is_null(s), want.first_learned_epoch.is_none());
+    }
+    let part = read(&f.out.join("dynamics/epoch=1/part-0.parquet"));
+    assert_eq!(part.num_rows(), ROWS);
+    let job_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.out.join("job.json")).unwrap()).unwrap();
+    assert_eq!(job_json["state"], "succeeded");
+    f.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_reports_are_rejected_with_their_code_and_change_nothing() {
+    let (mut f, job) = Fixture::start(2).await;
+    let url = f.server.url();
+    let (a, b) = tokio::join!(
+        async { FakeRank::assigned(FakeRank::join(&url).await).await },
+        async { FakeRank::assigned(FakeRank::join(&url).await).await }
+    );
+    let (mut r0, mut r1) = if a.assignment.rank == 0 { (a, b) } else { (b, a) };
+    assert_eq!((r0.assignment.world_size, r1.assignment.rank), (2, 1));
+    let mine = my_samples(&r0, 0);
+    let theirs = my_samples(&r1, 0);
+    assert_eq!(mine.len() + theirs.len(), ROWS);
+    let good = rows_for(&mine, 0);
+
+    let batch_with = |edit: &dyn Fn(&mut DynamicsColumns)| {
+        let mut c = good.clone();
+        edit(&mut c);
+        ipc::encode_batch(&c.to_batch()).unwrap()
+    };
+    let cases: Vec<(&str, Vec<pb::EpochChunk>, Code)> = vec![
+        ("another rank's sample", vec![r0.chunk(0, batch_with(&|c| c.sample_id[0] = theirs[0] as i64))], Code::InvalidArgument),
+        ("sample outside the dataset", vec![r0.chunk(0, batch_with(&|c| c.sample_id[0] = 999))], Code::InvalidArgument),
+        ("duplicate sample", vec![r0.chunk(0, batch_with(&|c| c.sample_id[1] = c.sample_id[0]))], Code::InvalidArgument),
+        ("duplicate across chunks", vec![r0.chunk(0, batch_with(&|_| ())), r0.chunk(0, batch_with(&|_| ()))], Code::InvalidArgument),
+        ("NaN margin", vec![r0.chunk(0, batch_with(&|c| c.margin[2] = f64::NAN))], Code::InvalidArgument),
+        ("infinite loss", vec![r0.chunk(0, batch_with(&|c| c.loss[2] = f64::INFINITY))], Code::InvalidArgument),
+        ("probability above 1", vec![r0.chunk(0, batch_with(&|c| c.gold_prob[0] = 1.5))], Code::InvalidArgument),
+        ("wrong label", vec![r0.chunk(0, batch_with(&|c| c.label[0] = 1 - c.label[0]))], Code::InvalidArgument),
+        ("correct disagrees with pred", vec![r0.chunk(0, batch_with(&|c| c.correct[0] = !c.correct[0]))], Code::InvalidArgument),
+        ("not arrow", vec![r0.chunk(0, b"garbage".to_vec())], Code::InvalidArgument),
+        ("wrong schema", vec![r0.chunk(0, ipc::encode_batch(&good.to_batch().project(&[0, 1, 2]).unwrap()).unwrap())], Code::InvalidArgument),
+        ("oversized chunk", vec![r0.chunk(0, vec![0u8; 3 * 1024 * 1024])], Code::OutOfRange),
+        ("wrong epoch", vec![r0.chunk(1, batch_with(&|_| ()))], Code::FailedPrecondition),
+        ("stale generation", vec![pb::EpochChunk { generation: 0, ..r0.chunk(0, batch_with(&|_| ())) }], Code::FailedPrecondition),
+        ("unknown job", vec![pb::EpochChunk { job_id: "job-nope".into(), ..r0.chunk(0, batch_with(&|_| ())) }], Code::NotFound),
+        ("rank outside the world", vec![pb::EpochChunk { rank: 5, ..r0.chunk(0, batch_with(&|_| ())) }], Code::InvalidArgument),
+    ];
+    for (what, chunks, code) in cases {
+        let err = r0.report(chunks).await.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(!err.message().is_empty() && !err.message().contains("panicked"), "{what}: {}", err.message());
+    }
+    // Nothing staged: finishing now is refused (no rows arrived)…
+    let err = r0.done(0, mine.len() as u64).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(!f.out.join("dynamics/epoch=0/part-0.parquet").exists());
+    assert!(!f.out.join("dynamics/epoch=0/.part-0.parquet.inprogress").exists());
+
+    // …and the correct reports still go through and commit the epoch.
+    assert_eq!(r0.report(vec![r0.chunk(0, ipc::encode_batch(&good.to_batch()).unwrap())]).await.unwrap(), mine.len() as u64);
+    let err = r0.report(vec![r0.chunk(0, ipc::encode_batch(&good.to_batch()).unwrap())]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "a second report of the same epoch: {}", err.message());
+    assert!(!r0.done(0, mine.len() as u64).await.unwrap());
+    let theirs_rows = rows_for(&theirs, 0);
+    assert_eq!(r1.report(vec![r1.chunk(0, ipc::encode_batch(&theirs_rows.to_batch()).unwrap())]).await.unwrap(), theirs.len() as u64);
+    assert!(!r1.done(0, theirs.len() as u64).await.unwrap());
+    let j = f.jobs.get_job(pb::GetJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(j.epochs.len(), 1, "epoch 0 committed once");
+    assert_eq!(j.epochs[0].samples, ROWS as u64);
+    let part = read(&f.out.join("dynamics/epoch=0/part-0.parquet"));
+    let ids = part.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(ids.len(), mine.len());
+    f.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn jobs_are_listed_cancelled_and_unknown_ones_are_not_found() {
+    let (mut f, job) = Fixture::start(4).await;
+    let list = f.jobs.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner();
+    assert_eq!(list.jobs.len(), 1);
+    assert_eq!(list.jobs[0].state, pb::JobState::Queued as i32, "no workers yet");
+    let err = f.jobs.get_job(pb::GetJobRequest { job_id: "job-nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let bad = pb::JobSpec { data: "/nope.csv".into(), label_col: "l".into(), text_col: "t".into(), out: "/tmp/x".into(), ..Default::default() };
+    let err = f.jobs.submit_job(pb::SubmitJobRequest { spec: Some(bad) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("/nope.csv"), "{}", err.message());
+    let cancelled = f.jobs.cancel_job(pb::CancelJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    let err = f.jobs.cancel_job(pb::CancelJobRequest { job_id: job.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    f.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_on_the_same_port() {
+    let (f, _job) = Fixture::start(1).await;
+    let channel = Channel::from_shared(f.server.url()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "carto.v1.JobService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["carto.v1.JobService", "carto.v1.WorkerService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    f.server.shutdown().await.unwrap();
+}

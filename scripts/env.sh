@@ -1,0 +1,32 @@
+# Sourced by the other scripts: creates (once) the Python environment that
+# provides libtorch, and exports what cargo needs to build against it.
+#   CARTO_VENV   where the environment lives [~/.cache/carto/venv-torch-2.13.0]
+set -euo pipefail
+
+CARTO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARTO_VENV="${CARTO_VENV:-$HOME/.cache/carto/venv-torch-2.13.0}"
+export CARTO_ROOT CARTO_VENV
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "carto setup: cargo not found; install the Rust toolchain (https://rustup.rs) first" >&2
+  exit 2
+fi
+PYTHON_BOOT="${PYTHON:-$(command -v python3 || command -v python || true)}"
+if [ -z "$PYTHON_BOOT" ]; then
+  echo "carto setup: python3 not found; install Python 3.9 or newer first" >&2
+  exit 2
+fi
+
+stamp="$CARTO_VENV/.carto-requirements"
+if [ ! -x "$CARTO_VENV/bin/python" ] || ! cmp -s "$CARTO_ROOT/scripts/requirements.txt" "$stamp"; then
+  echo "carto setup: creating the Python environment in $CARTO_VENV (torch 2.13.0 is a large download)" >&2
+  "$PYTHON_BOOT" -m venv "$CARTO_VENV"
+  "$CARTO_VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$CARTO_VENV/bin/python" -m pip install --quiet -r "$CARTO_ROOT/scripts/requirements.txt" >&2
+  cp "$CARTO_ROOT/scripts/requirements.txt" "$stamp"
+fi
+
+# tch builds against the wheel's libtorch; the worker's build.rs adds an rpath to it.
+export PATH="$CARTO_VENV/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export CARTO_PYTHON="$CARTO_VENV/bin/python"
