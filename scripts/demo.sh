@@ -14,4 +14,4 @@ OUT="${OUT:-out/demo}"
   --out "$OUT" --overwrite
 echo
 echo "Outputs are in $OUT/ — for example:"
-echo "  python -c \"import polars as pl; print(pl.read_parquet('$OUT/metrics.parquet').sort('confidence').head(10))\""
+echo "  $CARTO_VENV/bin/python -c \"import polars as pl; print(pl.read_parquet('$OUT/metrics.parquet').sort('confidence').head(10))\""

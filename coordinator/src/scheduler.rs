@@ -661,8 +661,11 @@ impl Coordinator {
 
 fn send(w: &mut Worker, kind: pb::control::Kind) {
     if let Some(c) = &w.control {
-        if c.try_send(Ok(pb::Control { kind: Some(kind) })).is_err() {
-            warn!(worker = %w.id, "order stream full or closed");
+        match c.try_send(Ok(pb::Control { kind: Some(kind) })) {
+            Ok(()) => {}
+            // A worker that already left is reaped by the monitor.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => warn!(worker = %w.id, "order stream full; order dropped"),
         }
     }
 }
