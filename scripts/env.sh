@@ -26,6 +26,27 @@ if [ ! -x "$CARTO_VENV/bin/python" ] || ! cmp -s "$CARTO_ROOT/scripts/requiremen
   cp "$CARTO_ROOT/scripts/requirements.txt" "$stamp"
 fi
 
+# The worker's c10d shim includes Gloo's headers (the code is inside
+# libtorch): the system's, or Debian's libgloo-dev unpacked without root.
+GLOO_DIR="$HOME/.cache/carto/gloo"
+if [ ! -f /usr/include/gloo/allreduce.h ] && [ ! -f "$GLOO_DIR/usr/include/gloo/allreduce.h" ]; then
+  echo "carto setup: fetching Gloo headers (Debian's libgloo-dev) into $GLOO_DIR" >&2
+  tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && apt-get download libgloo-dev >/dev/null 2>&1); then
+    if [ "$(id -u)" = 0 ]; then apt-get update >/dev/null 2>&1 || true; fi
+    (cd "$tmp" && apt-get download libgloo-dev >/dev/null 2>&1) || {
+      echo "carto setup: could not download libgloo-dev; install it (apt-get install libgloo-dev)" >&2
+      exit 2
+    }
+  fi
+  mkdir -p "$GLOO_DIR"
+  dpkg -x "$tmp"/libgloo-dev_*.deb "$GLOO_DIR"
+  rm -rf "$tmp"
+fi
+if [ -f "$GLOO_DIR/usr/include/gloo/allreduce.h" ]; then
+  export CARTO_GLOO_INCLUDE="$GLOO_DIR/usr/include"
+fi
+
 # tch builds against the wheel's libtorch; the worker's build.rs adds an rpath to it.
 export PATH="$CARTO_VENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1

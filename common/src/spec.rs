@@ -104,6 +104,9 @@ pub struct JobSpec {
     /// Internal: switch off recording (benchmarks of its overhead).
     #[arg(long, hide = true)]
     pub record_dynamics: Option<bool>,
+    /// Write the trained parameters to OUT/model.safetensors (rank 0).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub save_model: Option<bool>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -170,6 +173,9 @@ impl JobSpec {
     }
     pub fn record_dynamics(&self) -> bool {
         self.record_dynamics.unwrap_or(true)
+    }
+    pub fn save_model(&self) -> bool {
+        self.save_model.unwrap_or(false)
     }
 
     /// Where the features come from; validated by [`JobSpec::validate`].
@@ -291,6 +297,7 @@ impl JobSpec {
             embed_dim: Some(self.embed_dim()),
             hash_bits: Some(self.hash_bits()),
             record_dynamics: Some(self.record_dynamics()),
+            save_model: Some(self.save_model()),
             ..self.clone()
         }
     }
@@ -326,6 +333,7 @@ impl From<pb::JobSpec> for JobSpec {
             hash_bits: p.hash_bits,
             name: opt(p.name),
             record_dynamics: p.record_dynamics,
+            save_model: p.save_model,
         }
     }
 }
@@ -356,6 +364,7 @@ impl From<JobSpec> for pb::JobSpec {
             hash_bits: s.hash_bits,
             name: s.name.unwrap_or_default(),
             record_dynamics: s.record_dynamics,
+            save_model: s.save_model,
         }
     }
 }

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::outputs;
 use crate::recompute::{self, EpochRange};
+use crate::remote::{self, Connection};
 use crate::run::{self, RunArgs};
+use crate::scheduler::{Coordinator, CoordinatorConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +34,65 @@ pub enum Command {
     /// Metrics from the paper's code's dynamics_epoch_K.jsonl files.
     #[command(name = "import-allenai")]
     ImportAllenai(ImportArgs),
+    /// Run a coordinator for a cluster: workers join it, users submit jobs to it.
+    Serve(ServeArgs),
+    /// Queue a job (JOB.toml: the same fields as `carto run`'s flags); prints its id.
+    Submit {
+        #[command(flatten)]
+        conn: Connection,
+        /// The job file.
+        #[arg(value_name = "JOB.toml")]
+        job: PathBuf,
+    },
+    /// A job's state and finished epochs.
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+        job: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job live until it ends (exit 0 if it succeeded).
+    Watch {
+        #[command(flatten)]
+        conn: Connection,
+        job: String,
+        /// One JSON object per line, one line per change.
+        #[arg(long)]
+        json: bool,
+    },
+    /// All jobs the coordinator knows.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job; its workers are freed.
+    Cancel {
+        #[command(flatten)]
+        conn: Connection,
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "0.0.0.0:7070", value_name = "ADDR")]
+    pub listen: String,
+    /// Where the coordinator keeps its state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Require this shared secret on every call (health and reflection excepted).
+    #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
+    pub token: Option<String>,
+    /// A worker silent for this long is considered lost.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub worker_timeout_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +173,44 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(a) => {
+            runtime()?.block_on(serve(a))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { conn, job } => {
+            let id = runtime()?.block_on(remote::submit(&conn, &job))?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { conn, job, json } => {
+            let j = runtime()?.block_on(remote::status(&conn, &job))?;
+            println!("{}", if json { remote::job_json(&j).to_string() } else { remote::job_text(&j) });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { conn, job, json } => {
+            let j = runtime()?.block_on(remote::watch(&conn, &job, json))?;
+            if !json {
+                println!("{}", remote::job_text(&j));
+            }
+            match remote::job_state(&j) {
+                pb::JobState::Succeeded => Ok(ExitCode::SUCCESS),
+                _ => Ok(ExitCode::from(2)),
+            }
+        }
+        Command::List { conn, json } => {
+            let jobs = runtime()?.block_on(remote::list(&conn))?;
+            if json {
+                println!("{}", serde_json::Value::Array(jobs.iter().map(remote::job_json).collect()));
+            } else {
+                println!("{}", remote::list_text(&jobs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { conn, job, json } => {
+            let j = runtime()?.block_on(remote::cancel(&conn, &job))?;
+            println!("{}", if json { remote::job_json(&j).to_string() } else { remote::job_text(&j) });
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ImportAllenai(a) => {
             let r = crate::allenai::import(&a.dir, a.epochs.unwrap_or(EpochRange::ALL))?;
             write_metrics(&a.out, &r)?;
@@ -131,4 +230,25 @@ fn write_metrics(out: &std::path::Path, r: &recompute::Recomputed) -> anyhow::Re
     outputs::write_parquet_atomic(out, &batch, r.info.label_names.as_deref())
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("--state-dir {}", a.state_dir.display()))?;
+    let coord = Coordinator::new(CoordinatorConfig {
+        worker_timeout: std::time::Duration::from_secs(a.worker_timeout_secs),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("--listen {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    println!("carto: serving on http://{addr} (state in {})", a.state_dir.display());
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    crate::server::serve(coord, listener, a.token, shutdown).await
 }

@@ -13,9 +13,12 @@
 
 pub mod aggregator;
 pub mod allenai;
+pub mod auth;
 pub mod cli;
 pub mod outputs;
+pub mod progress;
 pub mod recompute;
+pub mod remote;
 pub mod run;
 pub mod scheduler;
 pub mod server;

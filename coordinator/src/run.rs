@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use carto_common::proto::v1 as pb;
 use carto_common::spec::JobSpec;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::process::{Child, Command};
 
 use crate::outputs;
+use crate::progress::Display;
 use crate::scheduler::{state_name, Coordinator, CoordinatorConfig};
 use crate::server::Embedded;
 
@@ -49,7 +49,12 @@ fn worker_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn spawn_worker(bin: &Path, url: &str, rank: u32, device: &str) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin);
-    cmd.arg("--coordinator").arg(url).arg("--name").arg(format!("local-{rank}"));
+    cmd.arg("--coordinator")
+        .arg(url)
+        .arg("--name")
+        .arg(format!("local-{rank}"))
+        .arg("--advertise-host")
+        .arg("127.0.0.1");
     if device == "cpu" {
         cmd.arg("--device").arg("cpu");
     } else {
@@ -57,73 +62,6 @@ fn spawn_worker(bin: &Path, url: &str, rank: u32, device: &str) -> anyhow::Resul
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
-}
-
-struct Display {
-    bar: Option<ProgressBar>,
-    bar_epoch: u32,
-    printed: usize,
-    quiet: bool,
-    epochs_total: u32,
-}
-
-impl Display {
-    fn new(quiet: bool, epochs_total: u32) -> Self {
-        Display { bar: None, bar_epoch: u32::MAX, printed: 0, quiet, epochs_total }
-    }
-
-    fn update(&mut self, job: &pb::Job) {
-        if self.quiet {
-            return;
-        }
-        // Finished epochs: one line each, kept on screen.
-        while self.printed < job.epochs.len() {
-            let e = &job.epochs[self.printed];
-            let line = format!(
-                "epoch {}/{}  loss {:.4}  accuracy {:.4}  {:.0} samples/s  {:.1} s",
-                e.epoch + 1,
-                self.epochs_total,
-                e.loss,
-                e.accuracy,
-                e.samples_per_sec,
-                e.wall_seconds
-            );
-            match self.bar.take() {
-                Some(bar) if !bar.is_hidden() => bar.finish_with_message(line),
-                _ => eprintln!("{line}"),
-            }
-            self.bar_epoch = u32::MAX;
-            self.printed += 1;
-        }
-        let Some(p) = &job.progress else { return };
-        if job.state != pb::JobState::Running as i32 || p.epoch >= self.epochs_total {
-            return;
-        }
-        if self.bar_epoch != p.epoch {
-            let bar = ProgressBar::with_draw_target(Some(p.samples_total), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, self.epochs_total));
-            self.bar = Some(bar);
-            self.bar_epoch = p.epoch;
-        }
-        if let Some(bar) = &self.bar {
-            bar.set_position(p.samples_done);
-            bar.set_message(format!(
-                "loss {:.4}  accuracy {:.4}  {:.0} samples/s",
-                p.loss, p.accuracy, p.samples_per_sec
-            ));
-        }
-    }
-
-    fn clear(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 /// Runs one job to its end. Returns the final job snapshot.

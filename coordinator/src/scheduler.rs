@@ -23,7 +23,7 @@ use tracing::{info, info_span, warn};
 use crate::aggregator::{Aggregator, Committed};
 use crate::outputs::{self, SampleInfo};
 
-pub type ControlSender = mpsc::Sender<std::result::Result<pb::Control, Status>>;
+pub type ControlSender = mpsc::Sender<std::result::Result<pb::Order, Status>>;
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ struct Worker {
     id: String,
     hostname: String,
     devices: Vec<String>,
+    advertise_host: String,
+    rendezvous_port: u32,
     last_seen: Instant,
     control: Option<ControlSender>,
     /// (job, rank) while assigned.
@@ -362,14 +364,15 @@ impl Coordinator {
         job.write_record();
         match state {
             pb::JobState::Succeeded => info!(job = %id, "job succeeded"),
-            _ => warn!(job = %id, state = state_name(state), %error, "job ended"),
+            pb::JobState::Cancelled => info!(job = %id, %error, "job cancelled"),
+            _ => warn!(job = %id, state = state_name(state), %error, "job failed"),
         }
         for wid in &ranks {
             if let Some(w) = st.workers.get_mut(wid) {
                 if w.job.as_ref().is_some_and(|(j, _)| j == id) {
                     w.job = None;
                     if was_running && state != pb::JobState::Succeeded {
-                        send(w, pb::control::Kind::Abort(pb::Abort {
+                        send(w, pb::order::Kind::Abort(pb::Abort {
                             job_id: id.to_string(),
                             generation,
                             reason: error.clone(),
@@ -396,6 +399,8 @@ impl Coordinator {
             id.clone(),
             Worker {
                 id: id.clone(),
+                advertise_host: if req.advertise_host.is_empty() { req.hostname.clone() } else { req.advertise_host },
+                rendezvous_port: req.rendezvous_port,
                 hostname: req.hostname,
                 devices: req.devices,
                 last_seen: Instant::now(),
@@ -411,7 +416,7 @@ impl Coordinator {
     }
 
     /// Opens the worker's order stream; the worker becomes schedulable.
-    pub fn open_control(&self, worker_id: &str) -> Result<mpsc::Receiver<std::result::Result<pb::Control, Status>>> {
+    pub fn open_control(&self, worker_id: &str) -> Result<mpsc::Receiver<std::result::Result<pb::Order, Status>>> {
         let (tx, rx) = mpsc::channel(64);
         let mut st = self.state.lock().unwrap();
         let w = st
@@ -445,11 +450,14 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Tells every worker to exit and closes their order streams (server shutdown).
-    pub fn shutdown_workers(&self, reason: &str) {
+    /// Closes every worker's order stream (server shutdown); with `exit`,
+    /// workers are first told to exit (embedded mode: they are ours).
+    pub fn close_worker_streams(&self, exit: Option<&str>) {
         let mut st = self.state.lock().unwrap();
         for w in st.workers.values_mut() {
-            send(w, pb::control::Kind::Shutdown(pb::Shutdown { reason: reason.into() }));
+            if let Some(reason) = exit {
+                send(w, pb::order::Kind::Shutdown(pb::Shutdown { reason: reason.into() }));
+            }
             w.control = None;
         }
     }
@@ -513,15 +521,20 @@ impl Coordinator {
         {
             for w in st.workers.values_mut() {
                 if w.job.is_none() {
-                    send(w, pb::control::Kind::Shutdown(pb::Shutdown { reason: "no jobs left".into() }));
+                    send(w, pb::order::Kind::Shutdown(pb::Shutdown { reason: "no jobs left".into() }));
                 }
             }
         }
     }
 
     fn start_job(&self, st: &mut State, job_id: &str, workers: Vec<String>) {
-        let job = st.job_mut(job_id).expect("scheduled job exists");
         let world = workers.len() as u32;
+        // Rank 0 hosts the collectives' store, on the port it holds for that.
+        let (rdv_host, rdv_port) = match st.workers.get(&workers[0]) {
+            Some(w) if world > 1 => (w.advertise_host.clone(), w.rendezvous_port),
+            _ => (String::new(), 0),
+        };
+        let job = st.job_mut(job_id).expect("scheduled job exists");
         job.generation += 1;
         job.state = pb::JobState::Running;
         job.started_ms = now_ms();
@@ -540,14 +553,15 @@ impl Coordinator {
         agg.begin_epoch(start_epoch);
         job.aggregator = Some(Arc::new(Mutex::new(agg)));
         let _span = info_span!("job", job = %job_id, generation = job.generation).entered();
-        info!(world, "job started");
+        info!(world, rendezvous = %format!("{rdv_host}:{rdv_port}"), "job started");
         let assignments: Vec<pb::Assignment> = (0..world)
             .map(|rank| pb::Assignment {
                 job_id: job_id.to_string(),
                 generation: job.generation,
                 rank,
                 world_size: world,
-                rendezvous_addr: String::new(),
+                rendezvous_host: rdv_host.clone(),
+                rendezvous_port: rdv_port,
                 spec: Some(job.spec.clone().into()),
                 shard: Some(pb::ShardPlan {
                     num_samples: job.info.len() as u64,
@@ -566,7 +580,7 @@ impl Coordinator {
         for (rank, (wid, a)) in workers.iter().zip(assignments).enumerate() {
             if let Some(w) = st.workers.get_mut(wid) {
                 w.job = Some((job_id.to_string(), rank as u32));
-                send(w, pb::control::Kind::Assignment(a));
+                send(w, pb::order::Kind::Assignment(a));
             }
         }
     }
@@ -659,9 +673,9 @@ impl Coordinator {
     }
 }
 
-fn send(w: &mut Worker, kind: pb::control::Kind) {
+fn send(w: &mut Worker, kind: pb::order::Kind) {
     if let Some(c) = &w.control {
-        match c.try_send(Ok(pb::Control { kind: Some(kind) })) {
+        match c.try_send(Ok(pb::Order { kind: Some(kind) })) {
             Ok(()) => {}
             // A worker that already left is reaped by the monitor.
             Err(mpsc::error::TrySendError::Closed(_)) => {}

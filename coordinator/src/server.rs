@@ -13,16 +13,21 @@ use carto_common::proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::RequireToken;
 use crate::scheduler::{spawn_monitor, Coordinator};
 use crate::service::{JobApi, WorkerApi};
 
 /// Largest message the server accepts: one chunk plus headroom for its header.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves `coord` on `listener` until `shutdown` resolves.
+/// Serves `coord` on `listener` until `shutdown` resolves. With `token`, every
+/// carto call must carry it (health and reflection stay open).
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: TcpListener,
+    token: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -33,12 +38,24 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let monitor = spawn_monitor(coord.clone());
+    // Open order streams would keep a graceful shutdown waiting forever.
+    let closer = coord.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closer.close_worker_streams(None);
+    };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(WorkerServiceServer::new(WorkerApi(coord)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(InterceptedService::new(
+            JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            RequireToken::new(token.as_deref()),
+        ))
+        .add_service(InterceptedService::new(
+            WorkerServiceServer::new(WorkerApi(coord)).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            RequireToken::new(token.as_deref()),
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     monitor.abort();
@@ -59,7 +76,7 @@ impl Embedded {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(coord.clone(), listener, async {
+        let task = tokio::spawn(serve(coord.clone(), listener, None, async {
             let _ = stopped.await;
         }));
         Ok(Embedded { coord, addr, stop: Some(stop), task })
@@ -72,7 +89,7 @@ impl Embedded {
     /// Stops serving: workers are told to exit, open streams end, and
     /// in-flight calls get a few seconds to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.coord.shutdown_workers("the coordinator is shutting down");
+        self.coord.close_worker_streams(Some("the coordinator is shutting down"));
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

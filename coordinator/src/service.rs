@@ -82,9 +82,9 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 
-    type ControlStream = ReceiverStream<Result<pb::Control, Status>>;
+    type OrdersStream = ReceiverStream<Result<pb::Order, Status>>;
 
-    async fn control(&self, req: Request<pb::ControlRequest>) -> Rpc<Self::ControlStream> {
+    async fn orders(&self, req: Request<pb::OrdersRequest>) -> Rpc<Self::OrdersStream> {
         let rx = self.0.open_control(&req.into_inner().worker_id)?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -62,7 +62,7 @@ impl Fixture {
 struct FakeRank {
     client: WorkerServiceClient<Channel>,
     assignment: pb::Assignment,
-    _control: tonic::Streaming<pb::Control>,
+    _control: tonic::Streaming<pb::Order>,
 }
 
 impl FakeRank {
@@ -70,7 +70,7 @@ impl FakeRank {
         WorkerServiceClient::connect(url.to_string()).await.unwrap()
     }
 
-    async fn register(client: &mut WorkerServiceClient<Channel>) -> (String, tonic::Streaming<pb::Control>) {
+    async fn register(client: &mut WorkerServiceClient<Channel>) -> (String, tonic::Streaming<pb::Order>) {
         let reg = client
             .register(pb::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION,
@@ -81,14 +81,14 @@ impl FakeRank {
             .await
             .unwrap()
             .into_inner();
-        let control = client.control(pb::ControlRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+        let control = client.orders(pb::OrdersRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
         (reg.worker_id, control)
     }
 
     async fn assigned(mut client: WorkerServiceClient<Channel>) -> FakeRank {
         let (_, mut control) = Self::register(&mut client).await;
         let msg = tokio::time::timeout(Duration::from_secs(5), control.message()).await.unwrap().unwrap().unwrap();
-        let Some(pb::control::Kind::Assignment(assignment)) = msg.kind else { panic!("expected an assignment, got {msg:?}") };
+        let Some(pb::order::Kind::Assignment(assignment)) = msg.kind else { panic!("expected an assignment, got {msg:?}") };
         FakeRank { client, assignment, _control: control }
     }
 

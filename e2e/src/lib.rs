@@ -107,3 +107,44 @@ pub fn error_line(out: &Output) -> String {
     assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{stderr}");
     lines[0].to_string()
 }
+
+/// A child process killed when dropped (tests never leak servers or workers).
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `carto serve` on a free loopback port; returns it and its URL.
+pub fn serve(state_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin("carto"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir", state_dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("carto serve starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("carto serve printed {line:?}"))
+        .to_string();
+    (Proc(child), url)
+}
+
+/// Starts a `carto-worker` for `url`.
+pub fn worker(url: &str, name: &str, extra: &[&str]) -> Proc {
+    Proc(
+        Command::new(bin("carto-worker"))
+            .args(["--coordinator", url, "--name", name, "--advertise-host", "127.0.0.1"])
+            .args(extra)
+            .spawn()
+            .expect("carto-worker starts"),
+    )
+}

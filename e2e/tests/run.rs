@@ -82,7 +82,7 @@ fn text_job_on_real_reviews_writes_consistent_outputs() {
     let data = example("rotten_tomatoes/reviews-2k.csv");
     let run = carto(&[
         "run", "--data", data.to_str().unwrap(), "--label-col", "label", "--text-col", "text",
-        "--id-col", "id", "--epochs", "3", "--out", out.to_str().unwrap(),
+        "--id-col", "id", "--epochs", "3", "--lr", "0.005", "--out", out.to_str().unwrap(),
     ]);
     assert_success(&run);
     let stdout = String::from_utf8_lossy(&run.stdout);

@@ -20,7 +20,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, info_span, warn};
 
-use crate::collective::{Collective, Single};
+use crate::collective::{backend_for, C10dGroup, Collective, GroupConfig, Single};
 use crate::data::TrainData;
 use crate::trainer::{self, EpochReport, Reporter, StepProgress, TrainJob};
 use crate::WorkerError;
@@ -50,6 +50,9 @@ pub struct WorkerArgs {
     /// How long to keep trying to reach the coordinator at start.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout_secs: u64,
+    /// How long a collective (or joining the group) may wait for the other ranks.
+    #[arg(long, default_value_t = 300)]
+    pub collective_timeout_secs: u64,
 }
 
 /// Adds the bearer token to every call.
@@ -116,13 +119,26 @@ async fn session(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let mut client: Client = WorkerServiceClient::with_interceptor(channel, Auth(token));
     let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let advertise_host = args.advertise_host.clone().unwrap_or_else(|| host.clone());
+    // A port held for hosting the collectives' store if this worker becomes
+    // rank 0: the store takes this very socket over, so no other process can
+    // take the port in between.
+    let store_listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+    let store_port = store_listener.local_addr()?.port();
+    let rendezvous = Arc::new(Rendezvous {
+        advertise_host: advertise_host.clone(),
+        port: store_port,
+        listener: Mutex::new(Some(store_listener)),
+        timeout: Duration::from_secs(args.collective_timeout_secs),
+    });
     let reg = client
         .register(pb::RegisterRequest {
             protocol_version: PROTOCOL_VERSION,
             hostname: host.clone(),
             devices: vec![args.device.clone()],
-            advertise_host: args.advertise_host.clone().unwrap_or(host),
+            advertise_host,
             name: args.name.clone().unwrap_or_default(),
+            rendezvous_port: store_port as u32,
         })
         .await
         .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator, s.message()))?
@@ -138,32 +154,32 @@ async fn session(args: WorkerArgs) -> anyhow::Result<()> {
         Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
     ));
 
-    let mut control = client.control(pb::ControlRequest { worker_id: worker_id.clone() }).await?.into_inner();
+    let mut control = client.orders(pb::OrdersRequest { worker_id: worker_id.clone() }).await?.into_inner();
     let current = Arc::new(Current::default());
     let (tx, mut orders) = tokio::sync::mpsc::unbounded_channel();
     let current_c = current.clone();
     tokio::spawn(async move {
         loop {
             match control.message().await {
-                Ok(Some(pb::Control { kind: Some(kind) })) => match kind {
-                    pb::control::Kind::Assignment(a) => {
+                Ok(Some(pb::Order { kind: Some(kind) })) => match kind {
+                    pb::order::Kind::Assignment(a) => {
                         let _ = tx.send(Order::Assign(a));
                     }
-                    pb::control::Kind::Abort(a) => {
+                    pb::order::Kind::Abort(a) => {
                         let cur = current_c.job.lock().unwrap().clone();
                         if cur.is_some_and(|(job, gen)| job == a.job_id && gen <= a.generation) {
-                            warn!(job = %a.job_id, reason = %a.reason, "abort");
+                            info!(job = %a.job_id, reason = %a.reason, "abort");
                             current_c.aborted.store(true, Ordering::SeqCst);
                         }
                     }
-                    pb::control::Kind::Shutdown(s) => {
+                    pb::order::Kind::Shutdown(s) => {
                         info!(reason = %s.reason, "shutdown");
                         current_c.aborted.store(true, Ordering::SeqCst);
                         let _ = tx.send(Order::Shutdown);
                         break;
                     }
                 },
-                Ok(Some(pb::Control { kind: None })) => {}
+                Ok(Some(pb::Order { kind: None })) => {}
                 Ok(None) => {
                     let _ = tx.send(Order::Lost("the coordinator closed the control stream".into()));
                     break;
@@ -196,8 +212,9 @@ async fn session(args: WorkerArgs) -> anyhow::Result<()> {
                     d => d.to_string(),
                 };
                 let (job_id, generation, rank) = (a.job_id.clone(), a.generation, a.rank);
+                let rdv = rendezvous.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &device, &link)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &device, &rdv, &link)))
                 })
                 .await;
                 *progress.lock().unwrap() = None;
@@ -256,8 +273,46 @@ async fn heartbeat_loop(
     }
 }
 
+/// How this worker meets its peers.
+struct Rendezvous {
+    advertise_host: String,
+    /// The port registered with the coordinator for hosting the store.
+    port: u16,
+    /// The socket held on that port, until a store takes it over.
+    listener: Mutex<Option<std::net::TcpListener>>,
+    timeout: Duration,
+}
+
+impl Rendezvous {
+    /// Joins the process group of assignment `a` (world size > 1).
+    fn join(&self, a: &pb::Assignment, device: tch::Device) -> Result<C10dGroup, WorkerError> {
+        let cfg = GroupConfig {
+            backend: backend_for(device),
+            master_host: a.rendezvous_host.clone(),
+            master_port: a.rendezvous_port as u16,
+            rank: a.rank as usize,
+            world: a.world_size as usize,
+            prefix: format!("{}/{}", a.job_id, a.generation),
+            bind_host: self.advertise_host.clone(),
+            timeout: self.timeout,
+        };
+        let listener = if a.rank == 0 {
+            match self.listener.lock().unwrap().take() {
+                Some(l) if a.rendezvous_port as u16 == self.port => Some(l),
+                // Taken over by an earlier job's store: bind the port again.
+                _ => Some(std::net::TcpListener::bind(("0.0.0.0", a.rendezvous_port as u16)).map_err(|e| {
+                    WorkerError::Collective(format!("binding the store port {}: {e}", a.rendezvous_port))
+                })?),
+            }
+        } else {
+            None
+        };
+        C10dGroup::new(&cfg, listener)
+    }
+}
+
 /// Loads the data and trains one assignment on this thread (blocking).
-fn run_assignment(a: pb::Assignment, device: &str, link: &GrpcReporter) -> Result<(), WorkerError> {
+fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &GrpcReporter) -> Result<(), WorkerError> {
     let spec: JobSpec = a.spec.clone().unwrap_or_default().into();
     let _span = info_span!("job", job = %a.job_id, generation = a.generation, rank = a.rank).entered();
     let device = match (spec.device(), device) {
@@ -292,10 +347,7 @@ fn run_assignment(a: pb::Assignment, device: &str, link: &GrpcReporter) -> Resul
     let collective: Box<dyn Collective> = if a.world_size == 1 {
         Box::new(Single)
     } else {
-        return Err(WorkerError::Unsupported(format!(
-            "world size {} needs the c10d collectives, which this build does not have yet",
-            a.world_size
-        )));
+        Box::new(rdv.join(&a, device)?)
     };
     let job = TrainJob {
         job_id: &a.job_id,

@@ -12,7 +12,7 @@ use carto_common::spec::JobSpec;
 use tch::{Device, Kind, Reduction, Tensor};
 use tracing::{debug, info, info_span};
 
-use crate::collective::Collective;
+use crate::collective::{all_reduce_rows, Collective};
 use crate::data::TrainData;
 use crate::model::{Model, ModelConfig};
 use crate::optim::{Adam, AdamConfig};
@@ -161,6 +161,11 @@ pub fn train(
             sync_gradients(&mut model, collective)?;
             opt.step();
             if let Some((ids, grad)) = model.sparse_grad() {
+                let (ids, grad) = if collective.world_size() > 1 {
+                    tch::no_grad(|| all_reduce_rows(collective, &ids, &grad))?
+                } else {
+                    (ids, grad)
+                };
                 model.sparse_step(&ids, &grad);
             }
 
@@ -220,6 +225,12 @@ pub fn train(
             seconds = train_seconds,
             "epoch trained"
         );
+        if spec.save_model() && plan.rank == 0 && epoch + 1 == spec.epochs() {
+            // Before the last report: the job's success implies the file is there.
+            if let Some(out) = spec.out.as_deref() {
+                save_model(&mut model, &std::path::Path::new(out).join("model.safetensors"))?;
+            }
+        }
         if reporter.epoch_done(report)? {
             debug!("coordinator asked to stop");
             break;
@@ -248,12 +259,20 @@ fn sync_gradients(model: &mut Model, collective: &dyn Collective) -> Result<(), 
             offset += n;
         }
     }
-    if model.sparse_grad().is_some() {
-        return Err(WorkerError::Unsupported(
-            "bow with more than one worker needs sparse gradient exchange, which is not built yet".into(),
-        ));
-    }
     Ok(())
+}
+
+/// Writes every parameter (dense ones by VarStore name, plus bow's table) to a
+/// safetensors file.
+pub fn save_model(model: &mut Model, path: &std::path::Path) -> Result<(), WorkerError> {
+    let mut named: Vec<(String, Tensor)> = model.dense_params();
+    for (name, t) in model.extra_params() {
+        named.push((name, t.shallow_clone()));
+    }
+    let tmp = path.with_extension("safetensors.inprogress");
+    Tensor::write_safetensors(&named, &tmp)
+        .map_err(|e| WorkerError::Internal(format!("{}: {e}", path.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| WorkerError::Internal(format!("{}: {e}", path.display())))
 }
 
 /// Turns the epoch's logits (`[items, classes]`, in item order) into the

@@ -136,7 +136,13 @@ fn bow_learns_real_reviews() {
         features: FeatureSource::Text("text".into()),
     })
     .unwrap();
-    let spec = JobSpec { text_col: Some("text".into()), epochs: Some(3), hash_bits: Some(18), ..Default::default() };
+    let spec = JobSpec {
+        text_col: Some("text".into()),
+        epochs: Some(3),
+        hash_bits: Some(18),
+        lr: Some(0.005),
+        ..Default::default()
+    };
     let data = TrainData::new(ds, spec.hash_bits(), Device::Cpu);
     let c = run(&spec, &data);
     let reports = c.reports.borrow();
