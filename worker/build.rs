@@ -52,12 +52,18 @@ fn main() {
     }
     if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
         // The wheel ships nccl.h and the CUDA headers under site-packages/nvidia/.
-        let nvidia = lib.parent().and_then(Path::parent).expect("site-packages").join("nvidia");
-        for sub in ["nccl/include", "cu13/include", "cu12/include", "cuda_runtime/include"] {
-            if nvidia.join(sub).exists() {
-                build.include(nvidia.join(sub));
-            }
+        // nccl.h and the CUDA runtime headers come with the torch wheel; crt/
+        // and CCCL's nv/target come from scripts/requirements.txt.
+        let site = lib.parent().and_then(Path::parent).expect("site-packages");
+        let cuda = site.join("nvidia/cu13/include");
+        if !cuda.join("nv/target").exists() || !cuda.join("crt/host_config.h").exists() {
+            panic!(
+                "the nccl feature needs CUDA's crt/ and CCCL headers in {}: \
+                 pip install -r scripts/requirements.txt into the torch environment",
+                cuda.display()
+            );
         }
+        build.include(site.join("nvidia/nccl/include")).include(&cuda);
         build.flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").flag("-DCARTO_NCCL");
     }
     build.compile("carto_c10d_shim");
