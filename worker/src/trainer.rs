@@ -239,25 +239,39 @@ pub fn train(
     Ok(model)
 }
 
+/// Gradients per all-reduce: big enough to amortise a collective's latency,
+/// small enough to bound the extra memory (torch DDP's default bucket size).
+const BUCKET_BYTES: usize = 25 * 1024 * 1024;
+
 /// Sums gradients over ranks (the loss is already divided by the global
-/// count). Dense parameters are flattened into one bucket in name order.
+/// count): dense gradients are flattened into buckets of up to
+/// [`BUCKET_BYTES`] in parameter-name order, the same on every rank.
 fn sync_gradients(model: &mut Model, collective: &dyn Collective) -> Result<(), WorkerError> {
     if collective.world_size() == 1 {
         return Ok(());
     }
-    let grads: Vec<Tensor> = model.dense_params().iter().map(|(_, p)| p.grad()).collect();
-    let flat: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.view([-1])).collect();
-    if !flat.is_empty() {
+    let grads: Vec<Tensor> = model.dense_params().iter().map(|(_, p)| p.grad()).filter(|g| g.defined()).collect();
+    let mut start = 0;
+    while start < grads.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < grads.len() && (end == start || bytes + grads[end].numel() * 4 <= BUCKET_BYTES) {
+            bytes += grads[end].numel() * 4;
+            end += 1;
+        }
+        let bucket_grads = &grads[start..end];
+        let flat: Vec<Tensor> = bucket_grads.iter().map(|g| g.view([-1])).collect();
         let mut bucket = Tensor::cat(&flat, 0);
         collective.all_reduce_sum(&mut bucket)?;
         let mut offset = 0i64;
-        for g in grads.iter().filter(|g| g.defined()) {
+        for g in bucket_grads {
             let n = g.numel() as i64;
             tch::no_grad(|| {
                 let _ = g.view([-1]).copy_(&bucket.narrow(0, offset, n));
             });
             offset += n;
         }
+        start = end;
     }
     Ok(())
 }
