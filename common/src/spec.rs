@@ -104,6 +104,9 @@ pub struct JobSpec {
     /// Internal: switch off recording (benchmarks of its overhead).
     #[arg(long, hide = true)]
     pub record_dynamics: Option<bool>,
+    /// A held-out set with the same columns, evaluated after every epoch (accuracy in job.json).
+    #[arg(long, value_name = "PATH")]
+    pub eval_data: Option<String>,
     /// Write the trained parameters to OUT/model.safetensors (rank 0).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub save_model: Option<bool>,
@@ -194,6 +197,12 @@ impl JobSpec {
                 "give only one of --text-col, --feature-cols and --features-col",
             )),
         }
+    }
+
+    /// The held-out set, read with the training set's columns (no id).
+    pub fn eval_dataset_spec(&self) -> Result<Option<DatasetSpec>> {
+        let Some(path) = non_empty(&self.eval_data) else { return Ok(None) };
+        Ok(Some(DatasetSpec { path: PathBuf::from(path), id_col: None, ..self.dataset_spec()? }))
     }
 
     pub fn dataset_spec(&self) -> Result<DatasetSpec> {
@@ -334,6 +343,7 @@ impl From<pb::JobSpec> for JobSpec {
             name: opt(p.name),
             record_dynamics: p.record_dynamics,
             save_model: p.save_model,
+            eval_data: opt(p.eval_data),
         }
     }
 }
@@ -365,6 +375,7 @@ impl From<JobSpec> for pb::JobSpec {
             name: s.name.unwrap_or_default(),
             record_dynamics: s.record_dynamics,
             save_model: s.save_model,
+            eval_data: s.eval_data.unwrap_or_default(),
         }
     }
 }

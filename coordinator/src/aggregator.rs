@@ -334,6 +334,9 @@ impl Aggregator {
         let loss: f64 = done.iter().map(|d| d.loss_sum).sum();
         let correct: u64 = done.iter().map(|d| d.correct).sum();
         let train_seconds = done.iter().map(|d| d.train_seconds).fold(0.0, f64::max);
+        let eval_samples: u64 = done.iter().map(|d| d.eval_samples).sum();
+        let eval_loss: f64 = done.iter().map(|d| d.eval_loss_sum).sum();
+        let eval_correct: u64 = done.iter().map(|d| d.eval_correct).sum();
         let summary = pb::EpochSummary {
             epoch,
             samples,
@@ -342,6 +345,8 @@ impl Aggregator {
             samples_per_sec: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
             train_seconds,
             wall_seconds: stage.started.elapsed().as_secs_f64(),
+            eval_loss: (eval_samples > 0).then(|| eval_loss / eval_samples as f64),
+            eval_accuracy: (eval_samples > 0).then(|| eval_correct as f64 / eval_samples as f64),
         };
         let last = epoch + 1 >= self.epochs_total;
         if !last {

@@ -34,6 +34,12 @@ pub enum Command {
     /// Metrics from the paper's code's dynamics_epoch_K.jsonl files.
     #[command(name = "import-allenai")]
     ImportAllenai(ImportArgs),
+    /// Select a subset of the dataset by a metric (hard-to-learn, ambiguous, easy-to-learn, …).
+    Select(SelectArgs),
+    /// Rank samples by how likely their label is wrong (CSV on stdout or --out).
+    Suspects(SuspectsArgs),
+    /// Draw the data map (variability × confidence, coloured by correctness).
+    Map(MapArgs),
     /// Run a coordinator for a cluster: workers join it, users submit jobs to it.
     Serve(ServeArgs),
     /// Queue a job (JOB.toml: the same fields as `carto run`'s flags); prints its id.
@@ -77,6 +83,69 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
+    /// A job's metrics.parquet.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: PathBuf,
+    /// The dataset the metrics describe [default: the job's, from the job.json beside --metrics].
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// confidence | variability | correctness | forgetting_events | aum | threshold_closeness | el2n.
+    #[arg(long)]
+    pub metric: crate::select::Metric,
+    /// Fraction of samples to keep: k = ⌊fraction·n + 0.5⌋.
+    #[arg(long, value_name = "F")]
+    pub fraction: f64,
+    /// Reverse the paper's order (e.g. easy-to-learn = --metric confidence --worst).
+    #[arg(long)]
+    pub worst: bool,
+    /// The same fraction from every class.
+    #[arg(long)]
+    pub per_class: bool,
+    /// Half from each end of the order.
+    #[arg(long)]
+    pub both_ends: bool,
+    /// The subset: the dataset's rows with all their columns, plus the metrics.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SuspectsArgs {
+    /// A job's metrics.parquet.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: PathBuf,
+    /// The dataset, for the text of each suspect [default: the job's].
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// The text column of --data [default: the job's --text-col].
+    #[arg(long, value_name = "COL")]
+    pub text_col: Option<String>,
+    /// The job's dynamics, for the most predicted label [default: beside --metrics].
+    #[arg(long, value_name = "DIR")]
+    pub dynamics: Option<PathBuf>,
+    /// How many suspects.
+    #[arg(long, default_value_t = 50, value_name = "K")]
+    pub top: usize,
+    /// Write the CSV here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// A job's metrics.parquet.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: PathBuf,
+    /// The image: .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The title line [default: the metrics file's name].
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +240,53 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.acc.len(),
                 r.epochs
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Select(a) => {
+            let what = a.metrics.display().to_string();
+            let metrics = recompute::read_metrics(&a.metrics)?;
+            let sel = crate::select::Selection {
+                metric: a.metric,
+                fraction: a.fraction,
+                worst: a.worst,
+                per_class: a.per_class,
+                both_ends: a.both_ends,
+            };
+            let (values, labels) = crate::select::metric_values(&metrics, a.metric, &what)?;
+            let chosen = crate::select::select(&values, &labels, &sel)?;
+            let data_path = match a.data {
+                Some(d) => d,
+                None => crate::select::job_dataset(&a.metrics)?,
+            };
+            let data = carto_common::dataset::read_table(&data_path)?;
+            let subset = crate::select::selected_rows(&data, &metrics, &chosen, &data_path.display().to_string())?;
+            outputs::write_parquet_atomic(&a.out, &subset, None)?;
+            println!("carto: wrote {} ({} of {} rows, by {})", a.out.display(), chosen.len(), metrics.num_rows(), a.metric.column());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suspects(a) => {
+            let (rows, ctx) = crate::reports::suspects_report(
+                &a.metrics,
+                a.top,
+                a.data.as_deref(),
+                a.text_col.as_deref(),
+                a.dynamics.as_deref(),
+            )?;
+            match &a.out {
+                Some(path) => {
+                    let mut buf = Vec::new();
+                    crate::suspects::write_csv(&rows, &ctx, &mut buf)?;
+                    outputs::write_text_atomic(path, &String::from_utf8_lossy(&buf))?;
+                    eprintln!("carto: wrote {} ({} suspects)", path.display(), rows.len());
+                }
+                None => crate::suspects::write_csv(&rows, &ctx, std::io::stdout().lock())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Map(a) => {
+            let title = a.title.clone().unwrap_or_else(|| a.metrics.display().to_string());
+            crate::reports::write_map(&a.metrics, &a.out, &title)?;
+            println!("carto: wrote {}", a.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {

@@ -14,12 +14,16 @@
 pub mod aggregator;
 pub mod allenai;
 pub mod auth;
+pub mod datamap;
 pub mod cli;
 pub mod outputs;
 pub mod progress;
 pub mod recompute;
 pub mod remote;
+pub mod reports;
 pub mod run;
 pub mod scheduler;
+pub mod select;
 pub mod server;
 pub mod service;
+pub mod suspects;

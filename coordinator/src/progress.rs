@@ -24,7 +24,7 @@ impl Display {
         // Finished epochs: one line each, kept on screen.
         while self.printed < job.epochs.len() {
             let e = &job.epochs[self.printed];
-            let line = format!(
+            let mut line = format!(
                 "epoch {}/{}  loss {:.4}  accuracy {:.4}  {:.0} samples/s  {:.1} s",
                 e.epoch + 1,
                 self.epochs_total,
@@ -33,6 +33,9 @@ impl Display {
                 e.samples_per_sec,
                 e.wall_seconds
             );
+            if let (Some(l), Some(a)) = (e.eval_loss, e.eval_accuracy) {
+                line += &format!("  eval loss {l:.4}  eval accuracy {a:.4}");
+            }
             match self.bar.take() {
                 Some(bar) if !bar.is_hidden() => bar.finish_with_message(line),
                 _ => eprintln!("{line}"),

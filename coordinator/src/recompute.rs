@@ -62,6 +62,20 @@ impl FromStr for EpochRange {
     }
 }
 
+/// A whole metrics (or any small Parquet) file as one batch; errors name it.
+pub fn read_metrics(path: &Path) -> Result<arrow::array::RecordBatch> {
+    let what = path.display().to_string();
+    let f = File::open(path).map_err(|e| CartoError::invalid(format!("{what}: {e}")))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| CartoError::invalid(format!("{what}: not a Parquet file: {e}")))?;
+    let schema = b.schema().clone();
+    let batches = b
+        .build()
+        .map_err(|e| CartoError::invalid(format!("{what}: {e}")))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| CartoError::invalid(format!("{what}: {e}")))?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| CartoError::invalid(format!("{what}: {e}")))
+}
+
 /// The `epoch=K` partitions under `dir`, sorted by K.
 pub fn list_epochs(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {

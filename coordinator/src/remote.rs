@@ -93,6 +93,8 @@ pub fn job_json(job: &pb::Job) -> serde_json::Value {
             "samples_per_sec": e.samples_per_sec,
             "train_seconds": e.train_seconds,
             "wall_seconds": e.wall_seconds,
+            "eval_loss": e.eval_loss,
+            "eval_accuracy": e.eval_accuracy,
         })).collect::<Vec<_>>(),
         "num_samples": job.num_samples,
         "num_classes": job.num_classes,

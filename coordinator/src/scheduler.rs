@@ -77,6 +77,8 @@ struct Job {
     epochs: Vec<pb::EpochSummary>,
     rank_progress: Vec<Option<pb::WorkerProgress>>,
     error: String,
+    /// Outputs beyond the metrics that could not be written (data map, report).
+    warnings: Vec<String>,
     info: Arc<SampleInfo>,
     num_classes: u32,
     dataset_path: String,
@@ -156,6 +158,8 @@ impl Job {
                     "samples_per_sec": e.samples_per_sec,
                     "train_seconds": e.train_seconds,
                     "wall_seconds": e.wall_seconds,
+                    "eval_loss": e.eval_loss,
+                    "eval_accuracy": e.eval_accuracy,
                 })
             })
             .collect();
@@ -166,6 +170,7 @@ impl Job {
             "name": self.spec.name,
             "state": state,
             "error": if self.error.is_empty() { serde_json::Value::Null } else { self.error.clone().into() },
+            "warnings": self.warnings,
             "spec": self.spec,
             "dataset": {
                 "path": self.dataset_path,
@@ -188,6 +193,8 @@ impl Job {
             "outputs": {
                 "metrics": outputs::METRICS_FILE,
                 "dynamics": outputs::DYNAMICS_DIR,
+                "datamap": [crate::reports::DATAMAP_PNG, crate::reports::DATAMAP_SVG],
+                "suspects": crate::reports::SUSPECTS_CSV,
             },
         })
     }
@@ -265,10 +272,15 @@ impl Coordinator {
         spec.validate()?;
         let spec = spec.with_defaults();
         let ds_spec = spec.dataset_spec()?;
+        let eval_spec = spec.eval_dataset_spec()?;
         let (info, num_classes, dataset_path) = tokio::task::spawn_blocking(move || -> Result<_> {
             let ds = dataset::load(&ds_spec)?;
+            if let Some(e) = eval_spec {
+                check_held_out(&ds, &dataset::load(&e)?)?;
+            }
+            let path = std::fs::canonicalize(&ds.path).unwrap_or(ds.path.clone());
             let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
-            Ok((info, ds.num_classes, ds.path.display().to_string()))
+            Ok((info, ds.num_classes, path.display().to_string()))
         })
         .await
         .map_err(|e| CartoError::internal(format!("loading the dataset: {e}")))??;
@@ -300,6 +312,7 @@ impl Coordinator {
             epochs: vec![],
             rank_progress: vec![],
             error: String::new(),
+            warnings: vec![],
             info: Arc::new(info),
             num_classes: num_classes as u32,
             dataset_path,
@@ -632,11 +645,25 @@ impl Coordinator {
         if last {
             // Write the metrics before declaring success; a failure here fails the job.
             let written = handle.aggregator.lock().unwrap().write_metrics();
+            let (out, spec) = {
+                let st = self.state.lock().unwrap();
+                let job = st.job(&req.job_id)?;
+                (job.out.clone(), job.spec.clone())
+            };
+            // The data map and the report: useful, but a job's metrics stand without them.
+            let problems = match &written {
+                Ok(_) => crate::reports::write_job_reports(&out, &spec, crate::reports::job_texts(&spec)),
+                Err(_) => vec![],
+            };
+            for p in &problems {
+                warn!(job = %req.job_id, "{p}");
+            }
             let mut st = self.state.lock().unwrap();
             let job = st.job_mut(&req.job_id)?;
             if job.generation != req.generation || job.is_terminal() {
                 return Ok(true);
             }
+            job.warnings = problems;
             job.epochs.push(summary);
             return match written {
                 Ok(path) => {
@@ -670,6 +697,34 @@ impl Coordinator {
         let message = if job.ranks.len() > 1 { format!("rank {}: {}", req.rank, req.message) } else { req.message };
         self.end_job(&mut st, &req.job_id, pb::JobState::Failed, message);
         Ok(())
+    }
+}
+
+/// A held-out set must speak the training set's classes and features.
+fn check_held_out(train: &dataset::Dataset, eval: &dataset::Dataset) -> Result<()> {
+    let file = eval.path.display();
+    match (&train.label_names, &eval.label_names) {
+        (Some(t), Some(e)) => {
+            if let Some(name) = e.iter().find(|n| !t.contains(n)) {
+                return Err(CartoError::invalid(format!("{file}: label '{name}' does not occur in the training data")));
+            }
+        }
+        (None, None) => {
+            if eval.num_classes > train.num_classes {
+                return Err(CartoError::invalid(format!(
+                    "{file}: label {} is not one of the training data's {} classes",
+                    eval.num_classes - 1,
+                    train.num_classes
+                )));
+            }
+        }
+        _ => return Err(CartoError::invalid(format!("{file}: labels are not of the training data's kind (strings vs integers)"))),
+    }
+    match (&train.features, &eval.features) {
+        (dataset::Features::Dense { dim: a, .. }, dataset::Features::Dense { dim: b, .. }) if a != b => {
+            Err(CartoError::invalid(format!("{file}: {b} features per row, the training data has {a}")))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -101,7 +101,12 @@ impl WorkerService for WorkerApi {
     }
 
     async fn epoch_done(&self, req: Request<pb::EpochDoneRequest>) -> Rpc<pb::EpochDoneResponse> {
-        let stop = self.0.epoch_done(req.into_inner())?;
+        // Committing may write the metrics, the data map and the report: off the async threads.
+        let coord = self.0.clone();
+        let req = req.into_inner();
+        let stop = tokio::task::spawn_blocking(move || coord.epoch_done(req))
+            .await
+            .map_err(|e| Status::internal(format!("committing the epoch: {e}")))??;
         Ok(Response::new(pb::EpochDoneResponse { stop }))
     }
 

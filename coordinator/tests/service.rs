@@ -123,6 +123,7 @@ impl FakeRank {
                 correct: rows / 2,
                 train_seconds: 0.1,
                 rows_sent: rows,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().stop)

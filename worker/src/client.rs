@@ -344,6 +344,10 @@ fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &Grpc
         )));
     }
     let data = TrainData::new(ds, spec.hash_bits(), device);
+    let eval = match spec.eval_dataset_spec()? {
+        Some(e) => Some(data.held_out(dataset::load(&e)?)?),
+        None => None,
+    };
     let collective: Box<dyn Collective> = if a.world_size == 1 {
         Box::new(Single)
     } else {
@@ -357,7 +361,7 @@ fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &Grpc
         start_epoch: a.start_epoch,
         device,
     };
-    trainer::train(&job, &data, collective.as_ref(), link)?;
+    trainer::train(&job, &data, eval.as_ref(), collective.as_ref(), link)?;
     Ok(())
 }
 
@@ -421,6 +425,9 @@ impl Reporter for GrpcReporter {
             correct: r.correct,
             train_seconds: r.train_seconds,
             rows_sent: r.rows_sent,
+            eval_samples: r.eval_samples,
+            eval_loss_sum: r.eval_loss_sum,
+            eval_correct: r.eval_correct,
         }))?;
         Ok(resp.into_inner().stop)
     }

@@ -37,6 +37,10 @@ pub struct EpochReport {
     pub correct: u64,
     pub train_seconds: f64,
     pub rows_sent: u64,
+    /// This rank's share of the held-out set (rows rank, rank + W, …).
+    pub eval_samples: u64,
+    pub eval_loss_sum: f64,
+    pub eval_correct: u64,
 }
 
 /// Where the trainer sends what it learns; the gRPC link in production,
@@ -77,10 +81,12 @@ pub fn parse_device(s: &str) -> Result<Device, WorkerError> {
     })
 }
 
-/// Trains `job` to its last epoch (or until stopped). Returns the final model.
+/// Trains `job` to its last epoch (or until stopped), evaluating on `eval`
+/// after every epoch. Returns the final model.
 pub fn train(
     job: &TrainJob,
     data: &TrainData,
+    eval: Option<&TrainData>,
     collective: &dyn Collective,
     reporter: &dyn Reporter,
 ) -> Result<Model, WorkerError> {
@@ -218,7 +224,21 @@ pub fn train(
             let rows = dynamics_rows(&items, &logits_buf, &data.labels_cpu, epoch)?;
             rows_sent = reporter.dynamics(epoch, &rows)?;
         }
-        let report = EpochReport { epoch, samples, loss_sum, correct, train_seconds, rows_sent };
+        let (eval_samples, eval_loss_sum, eval_correct) = match eval {
+            Some(e) => evaluate(&mut model, e, plan.rank as usize, plan.world_size as usize, local_batch.max(256)),
+            None => (0, 0.0, 0),
+        };
+        let report = EpochReport {
+            epoch,
+            samples,
+            loss_sum,
+            correct,
+            train_seconds,
+            rows_sent,
+            eval_samples,
+            eval_loss_sum,
+            eval_correct,
+        };
         info!(
             loss = loss_sum / samples.max(1) as f64,
             accuracy = correct as f64 / samples.max(1) as f64,
@@ -237,6 +257,24 @@ pub fn train(
         }
     }
     Ok(model)
+}
+
+/// Loss sum and correct count of the current model on this rank's share of a
+/// held-out set (rows rank, rank + world, …), in no-grad batches.
+fn evaluate(model: &mut Model, data: &TrainData, rank: usize, world: usize, batch: usize) -> (u64, f64, u64) {
+    let rows: Vec<i64> = (rank..data.len()).step_by(world).map(|r| r as i64).collect();
+    tch::no_grad(|| {
+        let mut loss = 0f64;
+        let mut correct = 0u64;
+        for chunk in rows.chunks(batch) {
+            let logits = model.forward(&data.inputs, chunk, false);
+            let idx = Tensor::from_slice(chunk).to_device(data.labels.device());
+            let y = data.labels.index_select(0, &idx);
+            loss += logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0).double_value(&[]);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]) as u64;
+        }
+        (rows.len() as u64, loss, correct)
+    })
 }
 
 /// Gradients per all-reduce: big enough to amortise a collective's latency,

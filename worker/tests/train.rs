@@ -76,7 +76,7 @@ fn run(spec: &JobSpec, data: &TrainData) -> Collector {
         device: Device::Cpu,
     };
     let c = Collector::default();
-    train(&job, data, &Single, &c).unwrap();
+    train(&job, data, None, &Single, &c).unwrap();
     c
 }
 

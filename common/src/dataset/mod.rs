@@ -15,6 +15,9 @@ mod csv;
 mod jsonl;
 mod labels;
 mod parquet;
+mod table;
+
+pub use table::read_table;
 
 /// Where the features of a row come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,140 @@
+//! The human-facing outputs drawn from `metrics.parquet`: the data map
+//! (`datamap.png`, `datamap.svg`) and the mislabel report (`suspects.csv`),
+//! written at each job's end and by `carto map` / `carto suspects`.
+
+use std::path::{Path, PathBuf};
+
+use carto_common::dataset::{self, Features};
+use carto_common::spec::JobSpec;
+use carto_common::{CartoError, Result};
+
+use crate::datamap::{self, MapData, MapStyle};
+use crate::outputs;
+use crate::suspects::{self, Context, Suspect};
+
+pub const DATAMAP_PNG: &str = "datamap.png";
+pub const DATAMAP_SVG: &str = "datamap.svg";
+pub const SUSPECTS_CSV: &str = "suspects.csv";
+/// Rows of the `suspects.csv` a job writes (`carto suspects --top K` for more).
+pub const SUSPECTS_AT_JOB_END: usize = 1000;
+
+/// Where a metrics file's job lives: its spec, from the `job.json` beside it.
+pub fn job_spec_beside(metrics: &Path) -> Option<JobSpec> {
+    let job = metrics.parent().unwrap_or(Path::new(".")).join(outputs::JOB_FILE);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(job).ok()?).ok()?;
+    let mut spec: JobSpec = serde_json::from_value(v["spec"].clone()).ok()?;
+    // job.json records the dataset's absolute path.
+    if let Some(p) = v["dataset"]["path"].as_str() {
+        spec.data = Some(p.to_string());
+    }
+    Some(spec)
+}
+
+/// Renders the data map of `metrics` to `path` (.png or .svg by extension).
+pub fn write_map(metrics: &Path, path: &Path, title: &str) -> Result<()> {
+    let mut data = MapData::from_metrics_file(metrics)?;
+    data.title = title.to_string();
+    let style = MapStyle::default();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("png") => datamap::render_png(&data, &style, path),
+        Some("svg") => datamap::render_svg(&data, &style, path),
+        _ => Err(CartoError::invalid(format!("--out {}: expected a .png or .svg file name", path.display()))),
+    }
+}
+
+/// The suspects of a metrics file, with the most predicted class from the
+/// dynamics beside it (when present) and the text/ids for context.
+pub fn suspects_report(
+    metrics_path: &Path,
+    top: usize,
+    data: Option<&Path>,
+    text_col: Option<&str>,
+    dynamics: Option<&Path>,
+) -> Result<(Vec<Suspect>, Context)> {
+    let what = metrics_path.display().to_string();
+    let metrics = crate::recompute::read_metrics(metrics_path)?;
+    let mut rows = suspects::rank(&metrics, &what)?;
+    rows.truncate(top);
+    let default_dynamics = metrics_path.parent().unwrap_or(Path::new(".")).join(outputs::DYNAMICS_DIR);
+    let dynamics = dynamics.map(Path::to_path_buf).or_else(|| default_dynamics.is_dir().then_some(default_dynamics));
+    if let Some(dir) = dynamics {
+        let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
+        let modes = suspects::most_predicted(&dir, &wanted)?;
+        for r in rows.iter_mut() {
+            r.most_predicted = modes.get(&r.sample_id).copied();
+        }
+    }
+    let mut ctx = Context { label_names: suspects::label_names_of(metrics_path), ..Default::default() };
+    if metrics.column_by_name("id").is_some() {
+        ctx.ids = Some(suspects::column_text(&metrics, "id", &what)?);
+    }
+    // The text: from --data/--text-col, else from the job's own spec.
+    let spec = job_spec_beside(metrics_path);
+    let text_col = text_col.map(str::to_string).or_else(|| spec.as_ref().and_then(|s| s.text_col.clone()));
+    let data: Option<PathBuf> = data.map(Path::to_path_buf).or_else(|| spec.as_ref().and_then(|s| s.data.clone()).map(PathBuf::from));
+    if let (Some(col), Some(path)) = (text_col, data) {
+        let table = dataset::read_table(&path)?;
+        if table.num_rows() != metrics.num_rows() {
+            return Err(CartoError::invalid(format!(
+                "{}: {} rows, but {what} has {}",
+                path.display(),
+                table.num_rows(),
+                metrics.num_rows()
+            )));
+        }
+        ctx.texts = Some(suspects::column_text(&table, &col, &path.display().to_string())?);
+    }
+    Ok((rows, ctx))
+}
+
+/// Writes the data map and the suspects of a finished job into `out`.
+/// Returns one line per output that could not be written (the job's
+/// metrics stand regardless).
+pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>) -> Vec<String> {
+    let metrics = out.join(outputs::METRICS_FILE);
+    let mut problems = Vec::new();
+    let title = spec.name.clone().or_else(|| {
+        spec.data.as_deref().and_then(|d| Path::new(d).file_name()).map(|f| f.to_string_lossy().into_owned())
+    });
+    let title = format!("{} — {} model, {} epochs", title.unwrap_or_default(), spec.model(), spec.epochs());
+    for name in [DATAMAP_PNG, DATAMAP_SVG] {
+        let path = out.join(name);
+        let tmp = outputs::in_progress_path(&path).with_extension(path.extension().unwrap_or_default());
+        match write_map(&metrics, &tmp, &title).and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))) {
+            Ok(()) => {}
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    let report = (|| -> Result<()> {
+        let what = metrics.display().to_string();
+        let table = crate::recompute::read_metrics(&metrics)?;
+        let mut rows = suspects::rank(&table, &what)?;
+        rows.truncate(SUSPECTS_AT_JOB_END);
+        let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
+        let modes = suspects::most_predicted(&out.join(outputs::DYNAMICS_DIR), &wanted)?;
+        for r in rows.iter_mut() {
+            r.most_predicted = modes.get(&r.sample_id).copied();
+        }
+        let ctx = Context {
+            label_names: suspects::label_names_of(&metrics),
+            ids: table.column_by_name("id").map(|_| suspects::column_text(&table, "id", &what)).transpose()?,
+            texts,
+        };
+        let mut buf = Vec::new();
+        suspects::write_csv(&rows, &ctx, &mut buf)?;
+        outputs::write_text_atomic(&out.join(SUSPECTS_CSV), &String::from_utf8_lossy(&buf))
+    })();
+    if let Err(e) = report {
+        problems.push(format!("{SUSPECTS_CSV}: {e}"));
+    }
+    problems
+}
+
+/// The text column of a text job's dataset, for the report.
+pub fn job_texts(spec: &JobSpec) -> Option<Vec<String>> {
+    spec.text_col.as_ref()?;
+    match dataset::load(&spec.dataset_spec().ok()?).ok()?.features {
+        Features::Text(t) => Some(t),
+        _ => None,
+    }
+}
