@@ -10,7 +10,7 @@ OUT="${OUT:-out/demo}"
 "${CARGO_TARGET_DIR:-target}/release/carto" run \
   --data examples/rotten_tomatoes/reviews.csv \
   --label-col label --text-col text --id-col id \
-  --model bow --epochs 5 \
+  --model bow --epochs 8 \
   --out "$OUT" --overwrite
 echo
 echo "Outputs are in $OUT/ — for example:"

@@ -45,9 +45,11 @@
 //! hard-to-learn = the 33 % with the lowest confidence, ambiguous = the 33 %
 //! with the highest variability (ties broken by row order, so the choice is
 //! deterministic); `ceil(0.33·n)` samples each. Each name is written on a light
-//! box centred on the subset's median variability and median confidence
-//! (nudged vertically only when two boxes would overlap, and kept inside the
-//! plot).
+//! box centred on the median variability and median confidence of its
+//! region's core — the most extreme 10 % ([`REGION_CORE_FRACTION`]) in the
+//! region's own order — so the names point at the corners the regions grow
+//! from even when the 33 % regions overlap in the middle of an unconverged map
+//! (nudged vertically only when two boxes would overlap, kept inside the plot).
 //!
 //! # Large data
 //! Points are never dropped or sampled. A panel with fewer than
@@ -86,6 +88,8 @@ pub const SVG_DENSITY_THRESHOLD: usize = 20_000;
 pub const MIN_WIDTH: u32 = 1200;
 /// Fraction of samples in each annotated region.
 pub const REGION_FRACTION: f64 = 0.33;
+/// The most extreme share of samples whose median places a region's name.
+pub const REGION_CORE_FRACTION: f64 = 0.10;
 
 const FONT: &str = "sans-serif";
 static FONT_ONCE: Once = Once::new();
@@ -482,7 +486,7 @@ fn regions(data: &MapData, idx: &[u32]) -> Vec<Region> {
     if n == 0 {
         return Vec::new();
     }
-    let k = ((REGION_FRACTION * n as f64).ceil() as usize).clamp(1, n);
+    let k = ((REGION_CORE_FRACTION * n as f64).ceil() as usize).clamp(1, n);
     let conf = |i: &u32| data.confidence[*i as usize];
     let var = |i: &u32| data.variability[*i as usize];
     let by_conf = |a: &u32, b: &u32| conf(a).total_cmp(&conf(b)).then(a.cmp(b));
@@ -722,7 +726,7 @@ fn draw_figure<DB: DrawingBackend>(
     );
     let small = || font(16.0 * s).color(&MUTED);
     text(root, ctx, line1, (t.x, y(62.0)), small(), HPos::Left, VPos::Top)?;
-    let line2 = "Regions: easy-to-learn = the 33% most confident samples, hard-to-learn = the 33% least confident, ambiguous = the 33% most variable; each name sits at its subset's median.";
+    let line2 = "Regions: easy-to-learn = the 33% most confident samples, hard-to-learn = the 33% least confident, ambiguous = the 33% most variable; each name sits at the median of its most extreme 10%.";
     text(root, ctx, line2, (t.x, y(84.0)), small(), HPos::Left, VPos::Top)?;
     if dense {
         let line3 = format!(
