@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod proto;
 pub mod sampler;
 pub mod spec;
+pub mod transport;
 
 pub use error::{CartoError, Result};

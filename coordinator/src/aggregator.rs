@@ -9,6 +9,11 @@
 //! accumulators (memory O(samples), never samples × epochs) and the epoch's
 //! partition files are renamed into place. An epoch that never completes
 //! leaves the accumulators untouched: nothing counted twice, nothing lost.
+//!
+//! Partition files gather in `dynamics/.epoch=K.pending/` and the commit
+//! renames that directory to `dynamics/epoch=K` at once: after a crash, every
+//! `epoch=K` directory is whole, which is what a restarted coordinator
+//! rebuilds its accumulators from.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,6 +81,7 @@ pub struct PartWriter {
     rank: u32,
     epoch: u32,
     tmp: PathBuf,
+    path: PathBuf,
     writer: Option<ArrowWriter<File>>,
 }
 
@@ -89,6 +95,7 @@ impl PartWriter {
         if let Some(w) = self.writer.take() {
             let f = w.into_inner().map_err(|e| CartoError::internal(format!("{}: {e}", self.tmp.display())))?;
             f.sync_all().map_err(|e| CartoError::io(&self.tmp, e))?;
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| CartoError::io(&self.path, e))?;
         }
         Ok(())
     }
@@ -111,6 +118,117 @@ pub struct Committed {
     pub last: bool,
 }
 
+/// What a batch of one rank's report is checked against.
+pub struct BatchRules<'a> {
+    pub rank: u32,
+    pub epoch: u32,
+    /// The rank that owns each sample this epoch.
+    pub owner: &'a [u32],
+    /// Each sample's class index in the dataset.
+    pub labels: &'a [i64],
+    /// Samples already staged this epoch.
+    pub seen: &'a [bool],
+    pub num_classes: i64,
+}
+
+/// Checks every row of a batch against the job (nothing is staged): schema,
+/// sample ids in range and in this rank's shard, no duplicates, labels as in
+/// the dataset, gold_prob in [0, 1], finite margin/el2n/loss, pred a class,
+/// `correct` = (pred == label). Errors name the row and the sample.
+pub fn validate_batch<'b>(batch: &'b RecordBatch, r: &BatchRules, what: &str) -> Result<DynamicsView<'b>> {
+    let v = DynamicsView::new(batch, what)?;
+    let n = r.seen.len() as i64;
+    let (rank, epoch, classes) = (r.rank, r.epoch, r.num_classes);
+    let mut in_batch = std::collections::HashSet::new();
+    for i in 0..v.len() {
+        let s = v.sample_id[i];
+        let row = |msg: String| CartoError::invalid(format!("{what}: row {i} (sample_id {s}): {msg}"));
+        if s < 0 || s >= n {
+            return Err(row(format!("sample_id is outside the dataset's {n} rows")));
+        }
+        let su = s as usize;
+        if r.owner[su] != rank {
+            return Err(row(format!("not in rank {rank}'s shard for epoch {epoch}")));
+        }
+        if r.seen[su] || !in_batch.insert(s) {
+            return Err(row(format!("duplicate row for epoch {epoch}")));
+        }
+        if v.label[i] != r.labels[su] {
+            return Err(row(format!("label {} but the dataset says {}", v.label[i], r.labels[su])));
+        }
+        let p = v.gold_prob[i];
+        if !(0.0..=1.0).contains(&p) {
+            return Err(row(format!("gold_prob {p} is not a probability in [0, 1]")));
+        }
+        for (name, x) in [("margin", v.margin[i]), ("el2n", v.el2n[i]), ("loss", v.loss[i])] {
+            if !x.is_finite() {
+                return Err(row(format!("{name} is {x}")));
+            }
+        }
+        if v.pred[i] < 0 || v.pred[i] >= classes {
+            return Err(row(format!("pred {} is not a class index below {classes}", v.pred[i])));
+        }
+        if v.correct.value(i) != (v.pred[i] == v.label[i]) {
+            return Err(row("correct disagrees with pred == label".into()));
+        }
+    }
+    Ok(v)
+}
+
+/// The batch under the canonical dynamics schema (same columns, same order,
+/// same types, no nulls), so it can be written to the partition as is.
+pub fn conform(batch: &RecordBatch, what: &str) -> Result<RecordBatch> {
+    let want = dynamics::schema();
+    let got = batch.schema();
+    let same = got.fields().len() == want.fields().len()
+        && got.fields().iter().zip(want.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if !same {
+        let cols: Vec<String> = got.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        let expected: Vec<String> = want.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        return Err(CartoError::invalid(format!(
+            "{what}: columns ({}) are not the dynamics schema ({})",
+            cols.join(", "),
+            expected.join(", ")
+        )));
+    }
+    RecordBatch::try_new(want, batch.columns().to_vec()).map_err(|e| CartoError::invalid(format!("{what}: {e}")))
+}
+
+/// Decodes and checks one wire chunk: the path every byte a worker sends
+/// goes through (and the fuzz target's entry point).
+pub fn check_chunk(bytes: &[u8], rules: &BatchRules, what: &str) -> Result<Vec<RecordBatch>> {
+    let batches = carto_common::ipc::decode_chunk(bytes, what)?;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let b = conform(b, what)?;
+        validate_batch(&b, rules, what)?;
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// A fixed job for fuzzing and for replaying the fuzz corpus: 64 samples,
+/// 3 classes, two ranks, epoch 0, seed 7; rank 0 reports.
+pub struct FuzzJob {
+    owner: Vec<u32>,
+    labels: Vec<i64>,
+    seen: Vec<bool>,
+}
+
+pub fn fuzz_rules() -> FuzzJob {
+    FuzzJob {
+        owner: ShardPlan::owners(64, 7, 2, 0),
+        labels: (0..64).map(|i| i % 3).collect(),
+        seen: vec![false; 64],
+    }
+}
+
+impl FuzzJob {
+    pub fn as_rules(&self) -> BatchRules<'_> {
+        BatchRules { rank: 0, epoch: 0, owner: &self.owner, labels: &self.labels, seen: &self.seen, num_classes: 3 }
+    }
+}
+
 pub struct Aggregator {
     out: PathBuf,
     info: Arc<SampleInfo>,
@@ -120,6 +238,8 @@ pub struct Aggregator {
     record: bool,
     acc: SampleAccumulators,
     stage: Option<EpochStage>,
+    /// Epochs folded into `acc`: the next epoch to train.
+    committed: u32,
 }
 
 impl Aggregator {
@@ -143,7 +263,13 @@ impl Aggregator {
             record,
             acc: SampleAccumulators::new(n),
             stage: None,
+            committed: 0,
         }
+    }
+
+    /// The number of committed epochs, which is the epoch to train next.
+    pub fn committed(&self) -> u32 {
+        self.committed
     }
 
     pub fn accumulators(&self) -> &SampleAccumulators {
@@ -187,9 +313,9 @@ impl Aggregator {
                 "rank {rank} already reported epoch {epoch}"
             )));
         }
-        let path = outputs::dynamics_part(&self.out, epoch, rank);
-        let dir = path.parent().expect("partition dir");
-        std::fs::create_dir_all(dir).map_err(|e| CartoError::io(dir, e))?;
+        let dir = outputs::pending_dir(&self.out, epoch);
+        std::fs::create_dir_all(&dir).map_err(|e| CartoError::io(&dir, e))?;
+        let path = dir.join(format!("part-{rank}.parquet"));
         let tmp = outputs::in_progress_path(&path);
         let file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
         let writer = ArrowWriter::try_new(
@@ -198,7 +324,7 @@ impl Aggregator {
             Some(outputs::writer_props(self.info.label_names.as_deref())),
         )
         .map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
-        Ok(PartWriter { rank, epoch, tmp, writer: Some(writer) })
+        Ok(PartWriter { rank, epoch, tmp, path, writer: Some(writer) })
     }
 
     /// Validates one decoded batch of rank `w.rank` and stages it. On error
@@ -207,44 +333,16 @@ impl Aggregator {
         let (rank, epoch) = (w.rank, w.epoch);
         let classes = self.num_classes;
         let info = self.info.clone();
-        let labels = &info.labels;
         let stage = self.stage_for(epoch, rank)?;
-        let v = DynamicsView::new(batch, what)?;
-        let n = stage.seen.len() as i64;
-        // Validate every row before staging any.
-        let mut in_batch = std::collections::HashSet::new();
-        for i in 0..v.len() {
-            let s = v.sample_id[i];
-            let row = |msg: String| CartoError::invalid(format!("{what}: row {i} (sample_id {s}): {msg}"));
-            if s < 0 || s >= n {
-                return Err(row(format!("sample_id is outside the dataset's {n} rows")));
-            }
-            let su = s as usize;
-            if stage.owner[su] != rank {
-                return Err(row(format!("not in rank {rank}'s shard for epoch {epoch}")));
-            }
-            if stage.seen[su] || !in_batch.insert(s) {
-                return Err(row(format!("duplicate row for epoch {epoch}")));
-            }
-            if v.label[i] != labels[su] {
-                return Err(row(format!("label {} but the dataset says {}", v.label[i], labels[su])));
-            }
-            let p = v.gold_prob[i];
-            if !(0.0..=1.0).contains(&p) {
-                return Err(row(format!("gold_prob {p} is not a probability in [0, 1]")));
-            }
-            for (name, x) in [("margin", v.margin[i]), ("el2n", v.el2n[i]), ("loss", v.loss[i])] {
-                if !x.is_finite() {
-                    return Err(row(format!("{name} is {x}")));
-                }
-            }
-            if v.pred[i] < 0 || v.pred[i] >= classes {
-                return Err(row(format!("pred {} is not a class index below {classes}", v.pred[i])));
-            }
-            if v.correct.value(i) != (v.pred[i] == v.label[i]) {
-                return Err(row("correct disagrees with pred == label".into()));
-            }
-        }
+        let rules = BatchRules {
+            rank,
+            epoch,
+            owner: &stage.owner,
+            labels: &info.labels,
+            seen: &stage.seen,
+            num_classes: classes,
+        };
+        let v = validate_batch(batch, &rules, what)?;
         for i in 0..v.len() {
             let s = v.sample_id[i] as usize;
             stage.gold_prob[s] = v.gold_prob[i];
@@ -278,8 +376,9 @@ impl Aggregator {
             stage.rows[rank as usize] = 0;
             stage.reported[rank as usize] = false;
         }
-        let path = outputs::dynamics_part(&self.out, epoch, rank);
+        let path = outputs::pending_dir(&self.out, epoch).join(format!("part-{rank}.parquet"));
         let _ = std::fs::remove_file(outputs::in_progress_path(&path));
+        let _ = std::fs::remove_file(&path);
     }
 
     /// Records that a rank finished `epoch`; commits the epoch when all have.
@@ -323,11 +422,10 @@ impl Aggregator {
             for s in 0..stage.seen.len() {
                 self.acc.observe(s, epoch, stage.gold_prob[s], stage.correct[s], stage.margin[s], stage.el2n[s])?;
             }
-            for rank in 0..self.plan.world_size {
-                let path = outputs::dynamics_part(&self.out, epoch, rank);
-                let tmp = outputs::in_progress_path(&path);
-                std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))?;
-            }
+            let pending = outputs::pending_dir(&self.out, epoch);
+            let done = outputs::dynamics_part(&self.out, epoch, 0);
+            let done = done.parent().expect("epoch dir");
+            std::fs::rename(&pending, done).map_err(|e| CartoError::io(done, e))?;
         }
         let done: Vec<&pb::EpochDoneRequest> = stage.done.iter().flatten().collect();
         let samples: u64 = done.iter().map(|d| d.samples).sum();
@@ -348,6 +446,7 @@ impl Aggregator {
             eval_loss: (eval_samples > 0).then(|| eval_loss / eval_samples as f64),
             eval_accuracy: (eval_samples > 0).then(|| eval_correct as f64 / eval_samples as f64),
         };
+        self.committed = epoch + 1;
         let last = epoch + 1 >= self.epochs_total;
         if !last {
             self.begin_epoch(epoch + 1);
@@ -359,11 +458,30 @@ impl Aggregator {
     /// cancelled), removing its hidden partition files.
     pub fn discard_stage(&mut self) {
         if let Some(stage) = self.stage.take() {
-            for rank in 0..self.plan.world_size {
-                let path = outputs::dynamics_part(&self.out, stage.epoch, rank);
-                let _ = std::fs::remove_file(outputs::in_progress_path(&path));
-            }
+            let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out, stage.epoch));
         }
+    }
+
+    /// A new world for the next generation (between stages: after
+    /// [`Self::discard_stage`], before [`Self::begin_epoch`]).
+    pub fn set_world(&mut self, world_size: u32) {
+        debug_assert!(self.stage.is_none());
+        self.plan.world_size = world_size;
+    }
+
+    /// Continues from accumulators rebuilt from committed epochs (a restarted
+    /// coordinator).
+    pub fn restore(&mut self, acc: SampleAccumulators, committed: u32) -> Result<()> {
+        if acc.len() != self.acc.len() {
+            return Err(CartoError::internal(format!(
+                "{} samples in the stored dynamics, {} in the dataset",
+                acc.len(),
+                self.acc.len()
+            )));
+        }
+        self.acc = acc;
+        self.committed = committed;
+        Ok(())
     }
 
     /// Writes `metrics.parquet`.

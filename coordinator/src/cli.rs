@@ -159,9 +159,28 @@ pub struct ServeArgs {
     /// Require this shared secret on every call (health and reflection excepted).
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
+    /// A separate secret for users' calls (JobService) [default: --token].
+    #[arg(long, env = "CARTO_USER_TOKEN", hide_env_values = true, value_name = "T")]
+    pub user_token: Option<String>,
+    /// A separate secret for workers' calls (WorkerService) [default: --token].
+    #[arg(long, env = "CARTO_WORKER_TOKEN", hide_env_values = true, value_name = "T")]
+    pub worker_token: Option<String>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A worker silent for this long is considered lost.
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     pub worker_timeout_secs: u64,
+    /// Times a job is re-formed after losing a worker before it fails.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub max_restarts: u32,
+    /// How long a re-forming job waits for a replacement before going on
+    /// with the workers left (the global batch stays the same).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub rejoin_wait_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -353,11 +372,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("--state-dir {}", a.state_dir.display()))?;
     let coord = Coordinator::new(CoordinatorConfig {
         worker_timeout: std::time::Duration::from_secs(a.worker_timeout_secs),
+        state_dir: Some(a.state_dir.clone()),
+        max_restarts: a.max_restarts,
+        rejoin_wait: std::time::Duration::from_secs(a.rejoin_wait_secs),
         ..Default::default()
     });
+    let resumed = coord.restore().with_context(|| format!("resuming from --state-dir {}", a.state_dir.display()))?;
+    if resumed > 0 {
+        eprintln!("carto: resuming {resumed} unfinished job(s) from {}", a.state_dir.display());
+    }
     let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("--listen {}", a.listen))?;
     let addr = listener.local_addr()?;
-    println!("carto: serving on http://{addr} (state in {})", a.state_dir.display());
+    let scheme = if a.tls_cert.is_some() { "https" } else { "http" };
+    println!("carto: serving on {scheme}://{addr} (state in {})", a.state_dir.display());
     std::io::stdout().flush()?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
@@ -366,5 +393,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    crate::server::serve(coord, listener, a.token, shutdown).await
+    let read = |p: &PathBuf, flag: &str| std::fs::read(p).with_context(|| format!("{flag} {}", p.display()));
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some((read(c, "--tls-cert")?, read(k, "--tls-key")?)),
+        _ => None,
+    };
+    let security = crate::server::Security {
+        user_token: a.user_token.clone().or(a.token.clone()),
+        worker_token: a.worker_token.clone().or(a.token.clone()),
+        tls,
+    };
+    crate::server::serve(coord, listener, security, shutdown).await
 }

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod outputs;
 pub mod progress;
 pub mod recompute;
+pub mod recovery;
 pub mod remote;
 pub mod reports;
 pub mod run;

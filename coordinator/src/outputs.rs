@@ -52,6 +52,13 @@ pub fn dynamics_part(out: &Path, epoch: u32, rank: u32) -> PathBuf {
     out.join(DYNAMICS_DIR).join(format!("epoch={epoch}")).join(format!("part-{rank}.parquet"))
 }
 
+/// Where an epoch's partition files gather until the epoch commits; the
+/// commit renames this directory to `epoch=K` in one step, so an `epoch=K`
+/// directory is always complete (readers skip dot-directories).
+pub fn pending_dir(out: &Path, epoch: u32) -> PathBuf {
+    out.join(DYNAMICS_DIR).join(format!(".epoch={epoch}.pending"))
+}
+
 /// Writer properties shared by all outputs: zstd, statistics on.
 pub fn writer_props(label_names: Option<&[String]>) -> WriterProperties {
     let mut b = WriterProperties::builder()

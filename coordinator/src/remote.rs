@@ -23,17 +23,19 @@ pub struct Connection {
     /// Shared secret the coordinator was started with.
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https:// coordinator [default: the system's roots].
+    #[arg(long, env = "CARTO_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 pub type Jobs = JobServiceClient<InterceptedService<Channel, SendToken>>;
 
 impl Connection {
     pub async fn jobs(&self) -> anyhow::Result<Jobs> {
-        let channel = Channel::from_shared(self.coordinator.clone())
-            .with_context(|| format!("--coordinator {}", self.coordinator))?
+        let channel = carto_common::transport::endpoint(&self.coordinator, self.ca.as_deref())?
             .connect()
             .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {}: {}", self.coordinator, transport_cause(&e)))?;
         Ok(JobServiceClient::with_interceptor(channel, SendToken::new(self.token.as_deref())?))
     }
 }
@@ -214,6 +216,17 @@ pub fn list_text(jobs: &[pb::Job]) -> String {
         );
     }
     s
+}
+
+/// The innermost cause of a transport error (TLS and connect failures hide there).
+pub fn transport_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    cause
 }
 
 /// A gRPC status as one readable line.

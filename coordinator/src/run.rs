@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// No progress bars or epoch lines; only the final summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Restart a worker that dies, and re-form the job from its last
+    /// finished epoch, at most this many times (like torchrun's --max-restarts).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub max_restarts: u32,
 }
 
 /// The `carto-worker` binary to start.
@@ -69,7 +73,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
     args.spec.validate()?;
     let spec = args.spec.with_defaults();
     let worker_bin = worker_binary(args.worker_bin.as_deref())?;
-    let coord = Coordinator::new(CoordinatorConfig { shutdown_idle_workers: true, ..Default::default() });
+    let coord = Coordinator::new(CoordinatorConfig {
+        shutdown_idle_workers: true,
+        max_restarts: args.max_restarts,
+        ..Default::default()
+    });
     // Validates the dataset and prepares --out before any worker starts.
     let job = coord.submit(spec.clone(), args.overwrite).await?;
     let server = Embedded::start(coord.clone(), "127.0.0.1:0").await?;
@@ -79,6 +87,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
         children.push(spawn_worker(&worker_bin, &url, rank, spec.device())?);
     }
 
+    let mut restarts_left = args.max_restarts;
     let mut rx = coord.watch(&job.id)?;
     let mut display = Display::new(args.quiet, spec.epochs());
     let mut poll = tokio::time::interval(Duration::from_millis(200));
@@ -94,21 +103,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
         tokio::select! {
             changed = rx.changed() => { changed.context("coordinator stopped")?; }
             _ = poll.tick() => {
-                // Workers that die before registering never reach the coordinator.
-                let mut exited = 0;
+                // Supervise like torchrun: a worker that dies is restarted
+                // (the coordinator re-forms the job from its last finished
+                // epoch), within the restart budget.
+                let mut alive = 0;
                 let mut last_status = None;
-                for c in children.iter_mut() {
-                    if let Some(status) = c.try_wait()? {
-                        exited += 1;
-                        last_status = Some(status);
+                for (rank, c) in children.iter_mut().enumerate() {
+                    match c.try_wait()? {
+                        None => alive += 1,
+                        Some(status) if restarts_left > 0 => {
+                            restarts_left -= 1;
+                            tracing::warn!(rank, %status, restarts_left, "worker exited; starting another");
+                            *c = spawn_worker(&worker_bin, &url, rank as u32, spec.device())?;
+                            alive += 1;
+                        }
+                        Some(status) => last_status = Some(status),
                     }
                 }
-                if exited == children.len() {
+                if alive == 0 {
                     let _ = coord.cancel(&job.id);
                     display.clear();
                     bail!(
-                        "every worker exited ({}) before the job finished; see their messages above",
-                        last_status.map(|s| s.to_string()).unwrap_or_default()
+                        "every worker exited ({}) before the job finished, {} restart(s) used; see their messages above",
+                        last_status.map(|s| s.to_string()).unwrap_or_default(),
+                        args.max_restarts
                     );
                 }
             }

@@ -34,6 +34,14 @@ pub struct CoordinatorConfig {
     pub worker_timeout: Duration,
     /// `carto run`: tell workers to exit once no job is left.
     pub shutdown_idle_workers: bool,
+    /// Where job records and checkpoints live (`carto serve --state-dir`);
+    /// without one, each job keeps its checkpoints in `OUT/.carto/`.
+    pub state_dir: Option<PathBuf>,
+    /// Times a job is re-formed after losing a rank before it fails.
+    pub max_restarts: u32,
+    /// How long a re-forming job waits for its full world before it goes on
+    /// with the workers it has (keeping the global batch).
+    pub rejoin_wait: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -42,6 +50,9 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(500),
             worker_timeout: Duration::from_secs(15),
             shutdown_idle_workers: false,
+            state_dir: None,
+            max_restarts: 3,
+            rejoin_wait: Duration::from_secs(10),
         }
     }
 }
@@ -80,10 +91,19 @@ struct Job {
     /// Outputs beyond the metrics that could not be written (data map, report).
     warnings: Vec<String>,
     info: Arc<SampleInfo>,
+    num_samples: u64,
     num_classes: u32,
     dataset_path: String,
     aggregator: Option<Arc<Mutex<Aggregator>>>,
     watch: watch::Sender<pb::Job>,
+    /// Re-formations after a lost rank so far.
+    restarts: u32,
+    /// Set while a job waits to be re-formed.
+    recovering_since: Option<Instant>,
+    /// Why the job last had to be re-formed (shown while it recovers).
+    last_fault: String,
+    /// This job's record and checkpoints.
+    dir: PathBuf,
 }
 
 impl Job {
@@ -106,7 +126,7 @@ impl Job {
         pb::Progress {
             epoch,
             samples_done: samples,
-            samples_total: self.info.len() as u64,
+            samples_total: self.num_samples,
             loss: if samples > 0 { loss / samples as f64 } else { 0.0 },
             accuracy: if samples > 0 { correct as f64 / samples as f64 } else { 0.0 },
             samples_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
@@ -122,11 +142,15 @@ impl Job {
             epochs: self.epochs.clone(),
             progress: Some(self.progress()),
             generation: self.generation,
-            error: self.error.clone(),
+            error: if self.error.is_empty() && self.recovering_since.is_some() {
+                format!("recovering: {}", self.last_fault)
+            } else {
+                self.error.clone()
+            },
             created_unix_ms: self.created_ms,
             started_unix_ms: self.started_ms,
             finished_unix_ms: self.finished_ms,
-            num_samples: self.info.len() as u64,
+            num_samples: self.num_samples,
             num_classes: self.num_classes,
             workers: self.ranks.clone(),
             out: self.out.display().to_string(),
@@ -172,9 +196,12 @@ impl Job {
             "error": if self.error.is_empty() { serde_json::Value::Null } else { self.error.clone().into() },
             "warnings": self.warnings,
             "spec": self.spec,
+            "restarts": self.restarts,
+            "faults": if self.last_fault.is_empty() { serde_json::Value::Null } else { self.last_fault.clone().into() },
+            "created_unix_ms": self.created_ms,
             "dataset": {
                 "path": self.dataset_path,
-                "rows": self.info.len(),
+                "rows": self.num_samples,
                 "classes": self.num_classes,
                 "label_names": self.info.label_names,
             },
@@ -199,12 +226,20 @@ impl Job {
         })
     }
 
+    /// Writes `OUT/job.json` and the same record in the job's state
+    /// directory, from which a restarted coordinator resumes.
     fn write_record(&self) {
-        let path = self.out.join(outputs::JOB_FILE);
-        let text = serde_json::to_string_pretty(&self.record()).expect("job record serialises");
-        if let Err(e) = outputs::write_text_atomic(&path, &(text + "\n")) {
-            warn!(job = %self.id, "writing {}: {e}", path.display());
+        let text = serde_json::to_string_pretty(&self.record()).expect("job record serialises") + "\n";
+        let _ = std::fs::create_dir_all(&self.dir);
+        for path in [self.out.join(outputs::JOB_FILE), self.dir.join(outputs::JOB_FILE)] {
+            if let Err(e) = outputs::write_text_atomic(&path, &text) {
+                warn!(job = %self.id, "writing {}: {e}", path.display());
+            }
         }
+    }
+
+    fn checkpoint_dir(&self) -> PathBuf {
+        self.dir.join("checkpoints")
     }
 }
 
@@ -299,10 +334,19 @@ impl Coordinator {
 
         let id = short_id("job");
         let (watch, _) = watch::channel(pb::Job::default());
+        let dir = match &self.config.state_dir {
+            Some(state) => state.join("jobs").join(&id),
+            None => out.join(".carto"),
+        };
         let job = Job {
             id: id.clone(),
             spec,
             state: pb::JobState::Queued,
+            dir,
+            restarts: 0,
+            recovering_since: None,
+            last_fault: String::new(),
+            num_samples: info.len() as u64,
             out,
             created_ms: now_ms(),
             started_ms: 0,
@@ -321,11 +365,117 @@ impl Coordinator {
         };
         job.notify();
         job.write_record();
-        info!(job = %id, rows = job.info.len(), classes = num_classes, "job queued");
+        info!(job = %id, rows = job.num_samples, classes = num_classes, "job queued");
         let mut st = self.state.lock().unwrap();
         st.jobs.push(job);
         self.schedule(&mut st);
         Ok(st.job(&id)?.snapshot())
+    }
+
+    /// Resumes the jobs recorded in the state directory (a restarted
+    /// `carto serve`): finished ones are listed again; unfinished ones are
+    /// rebuilt from their committed epochs and wait for workers, to go on
+    /// from their last checkpoint. Returns the number of jobs resumed.
+    pub fn restore(self: &Arc<Self>) -> Result<usize> {
+        let Some(state) = self.config.state_dir.clone() else { return Ok(0) };
+        let mut resumed = 0;
+        for stored in crate::recovery::stored_jobs(&state)? {
+            let rec = &stored.record;
+            let id = rec["id"].as_str().unwrap_or_default().to_string();
+            let mut spec: JobSpec = serde_json::from_value(rec["spec"].clone())
+                .map_err(|e| CartoError::internal(format!("{}: spec: {e}", stored.dir.display())))?;
+            let dataset_path = rec["dataset"]["path"].as_str().unwrap_or_default().to_string();
+            spec.data = Some(dataset_path.clone());
+            let state_name = rec["state"].as_str().unwrap_or_default();
+            let (watch, _) = watch::channel(pb::Job::default());
+            let mut job = Job {
+                id: id.clone(),
+                out: PathBuf::from(spec.out.clone().unwrap_or_default()),
+                spec,
+                state: match state_name {
+                    "succeeded" => pb::JobState::Succeeded,
+                    "failed" => pb::JobState::Failed,
+                    "cancelled" => pb::JobState::Cancelled,
+                    _ => pb::JobState::Queued,
+                },
+                created_ms: rec["created_unix_ms"].as_i64().unwrap_or(0),
+                started_ms: rec["timings"]["started_unix_ms"].as_i64().unwrap_or(0),
+                finished_ms: rec["timings"]["finished_unix_ms"].as_i64().unwrap_or(0),
+                generation: rec["generation"].as_u64().unwrap_or(0),
+                ranks: vec![],
+                epochs: rec["epochs"].as_array().map(|a| a.iter().map(crate::recovery::summary_from_record).collect()).unwrap_or_default(),
+                rank_progress: vec![],
+                error: rec["error"].as_str().unwrap_or_default().to_string(),
+                warnings: vec![],
+                info: Arc::new(SampleInfo { labels: vec![], label_names: None, ids: None }),
+                num_samples: rec["dataset"]["rows"].as_u64().unwrap_or(0),
+                num_classes: rec["dataset"]["classes"].as_u64().unwrap_or(0) as u32,
+                dataset_path,
+                aggregator: None,
+                watch,
+                restarts: rec["restarts"].as_u64().unwrap_or(0) as u32,
+                recovering_since: None,
+                last_fault: String::new(),
+                dir: stored.dir.clone(),
+            };
+            if !job.is_terminal() {
+                if let Err(e) = self.rebuild(&mut job) {
+                    job.state = pb::JobState::Failed;
+                    job.error = format!("could not resume after a coordinator restart: {e}");
+                    job.finished_ms = now_ms();
+                    warn!(job = %id, "{}", job.error);
+                } else {
+                    resumed += 1;
+                }
+            }
+            job.notify();
+            job.write_record();
+            let finished = job.aggregator.as_ref().is_some_and(|a| a.lock().unwrap().committed() >= job.spec.epochs());
+            self.state.lock().unwrap().jobs.push(job);
+            if finished {
+                // Every epoch was committed before the crash: only the outputs are left.
+                self.finish(&id, u64::MAX)?;
+            }
+        }
+        let mut st = self.state.lock().unwrap();
+        self.schedule(&mut st);
+        Ok(resumed)
+    }
+
+    /// Reloads an unfinished job's dataset and committed epochs.
+    fn rebuild(&self, job: &mut Job) -> Result<()> {
+        let ds = dataset::load(&job.spec.dataset_spec()?)?;
+        let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
+        let (acc, committed) = crate::recovery::committed_dynamics(&job.out, &info.labels)?;
+        if committed > 0 && !crate::recovery::checkpoint_path(&job.checkpoint_dir(), committed - 1).exists() {
+            return Err(CartoError::internal(format!(
+                "the checkpoint of epoch {} is missing from {}",
+                committed - 1,
+                job.checkpoint_dir().display()
+            )));
+        }
+        job.epochs.truncate(committed as usize);
+        for epoch in job.epochs.len() as u32..committed {
+            job.epochs.push(crate::recovery::epoch_summary(&job.out, epoch)?);
+        }
+        job.num_samples = info.labels.len() as u64;
+        job.info = Arc::new(info);
+        let mut agg = Aggregator::new(
+            &job.out,
+            job.info.clone(),
+            job.num_classes as usize,
+            job.spec.seed(),
+            job.spec.workers(),
+            job.spec.epochs(),
+            job.spec.record_dynamics(),
+        );
+        agg.restore(acc, committed)?;
+        job.aggregator = Some(Arc::new(Mutex::new(agg)));
+        job.state = pb::JobState::Queued;
+        job.recovering_since = Some(Instant::now());
+        job.last_fault = "the coordinator restarted".into();
+        info!(job = %job.id, committed, "job resumes after a coordinator restart");
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<pb::Job> {
@@ -368,13 +518,22 @@ impl Coordinator {
         job.state = state;
         job.error = if state == pb::JobState::Succeeded { String::new() } else { error.clone() };
         job.finished_ms = now_ms();
+        job.recovering_since = None;
         if let Some(agg) = job.aggregator.take() {
             agg.lock().unwrap().discard_stage();
+        }
+        if state != pb::JobState::Failed {
+            // A failed job keeps its last checkpoints for inspection.
+            let _ = std::fs::remove_dir_all(job.checkpoint_dir());
         }
         let ranks = job.ranks.clone();
         let generation = job.generation;
         job.notify();
         job.write_record();
+        if self.config.state_dir.is_none() && state != pb::JobState::Failed {
+            // `carto run` keeps its state in OUT/.carto only while it runs.
+            let _ = std::fs::remove_dir_all(&job.dir);
+        }
         match state {
             pb::JobState::Succeeded => info!(job = %id, "job succeeded"),
             pb::JobState::Cancelled => info!(job = %id, %error, "job cancelled"),
@@ -495,14 +654,52 @@ impl Coordinator {
             }
             if let Some((job_id, rank)) = job {
                 warn!(worker = %id, %host, "worker lost");
-                self.end_job(
-                    &mut st,
-                    &job_id,
-                    pb::JobState::Failed,
-                    format!("worker {id} on {host} (rank {rank}) was lost"),
-                );
+                self.recover_or_fail(&mut st, &job_id, format!("worker {id} on {host} (rank {rank}) was lost"));
             }
         }
+        // Re-forming jobs may now go on with fewer workers.
+        self.schedule(&mut st);
+    }
+
+    /// A running job lost a rank: within the restart budget its generation
+    /// ends (ranks aborted, the unfinished epoch's dynamics discarded) and it
+    /// waits to be re-formed from its last checkpoint; past it, it fails.
+    fn recover_or_fail(&self, st: &mut State, job_id: &str, fault: String) {
+        let max = self.config.max_restarts;
+        let Ok(job) = st.job_mut(job_id) else { return };
+        if job.state != pb::JobState::Running {
+            return;
+        }
+        if job.restarts >= max {
+            let msg = format!("{fault}; gave up after {max} restart(s)");
+            self.end_job(st, job_id, pb::JobState::Failed, msg);
+            return;
+        }
+        job.restarts += 1;
+        job.state = pb::JobState::Queued;
+        job.recovering_since = Some(Instant::now());
+        job.last_fault = fault.clone();
+        if let Some(agg) = &job.aggregator {
+            agg.lock().unwrap().discard_stage();
+        }
+        let (ranks, generation, restarts) = (std::mem::take(&mut job.ranks), job.generation, job.restarts);
+        job.rank_progress.clear();
+        job.notify();
+        job.write_record();
+        warn!(job = %job_id, generation, restarts, %fault, "re-forming the job from its last finished epoch");
+        for wid in &ranks {
+            if let Some(w) = st.workers.get_mut(wid) {
+                if w.job.as_ref().is_some_and(|(j, _)| j == job_id) {
+                    w.job = None;
+                    send(w, pb::order::Kind::Abort(pb::Abort {
+                        job_id: job_id.to_string(),
+                        generation,
+                        reason: fault.clone(),
+                    }));
+                }
+            }
+        }
+        self.schedule(st);
     }
 
     /// Starts queued jobs on idle workers, oldest job first; a job that does
@@ -511,20 +708,27 @@ impl Coordinator {
         let queued: Vec<String> =
             st.jobs.iter().filter(|j| j.state == pb::JobState::Queued).map(|j| j.id.clone()).collect();
         for job_id in queued {
-            let (need, cuda) = {
+            let (want, cuda, batch, waited) = {
                 let j = st.job(&job_id).expect("listed");
-                (j.spec.workers() as usize, j.spec.device() != "cpu")
+                let waited = j.recovering_since.map(|t| t.elapsed() >= self.config.rejoin_wait);
+                (j.spec.workers() as usize, j.spec.device() != "cpu", j.spec.batch_size() as usize, waited)
             };
-            let idle: Vec<String> = st
+            let mut idle: Vec<String> = st
                 .workers
                 .values()
                 .filter(|w| w.job.is_none() && w.control.as_ref().is_some_and(|c| !c.is_closed()))
                 .filter(|w| !cuda || w.has_cuda())
                 .map(|w| w.id.clone())
-                .take(need)
+                .take(want)
                 .collect();
-            if idle.len() < need {
-                continue;
+            if idle.len() < want {
+                // A re-forming job that waited long enough goes on with the
+                // workers it has, as many as split the global batch evenly.
+                if waited != Some(true) {
+                    continue;
+                }
+                let Some(world) = (1..=idle.len()).rev().find(|w| batch % w == 0) else { continue };
+                idle.truncate(world);
             }
             self.start_job(st, &job_id, idle);
         }
@@ -550,23 +754,39 @@ impl Coordinator {
         let job = st.job_mut(job_id).expect("scheduled job exists");
         job.generation += 1;
         job.state = pb::JobState::Running;
-        job.started_ms = now_ms();
+        if job.started_ms == 0 {
+            job.started_ms = now_ms();
+        }
+        job.recovering_since = None;
         job.ranks = workers.clone();
         job.rank_progress = vec![None; workers.len()];
-        let mut agg = Aggregator::new(
-            &job.out,
-            job.info.clone(),
-            job.num_classes as usize,
-            job.spec.seed(),
-            world,
-            job.spec.epochs(),
-            job.spec.record_dynamics(),
-        );
-        let start_epoch = job.epochs.len() as u32;
-        agg.begin_epoch(start_epoch);
-        job.aggregator = Some(Arc::new(Mutex::new(agg)));
+        // Later generations keep the accumulators of the committed epochs.
+        let agg = job.aggregator.get_or_insert_with(|| {
+            Arc::new(Mutex::new(Aggregator::new(
+                &job.out,
+                job.info.clone(),
+                job.num_classes as usize,
+                job.spec.seed(),
+                world,
+                job.spec.epochs(),
+                job.spec.record_dynamics(),
+            )))
+        });
+        let start_epoch = {
+            let mut agg = agg.lock().unwrap();
+            agg.set_world(world);
+            let start = agg.committed();
+            agg.begin_epoch(start);
+            start
+        };
+        let checkpoint_dir = job.checkpoint_dir();
+        let checkpoint = if start_epoch > 0 {
+            crate::recovery::checkpoint_path(&checkpoint_dir, start_epoch - 1).display().to_string()
+        } else {
+            String::new()
+        };
         let _span = info_span!("job", job = %job_id, generation = job.generation).entered();
-        info!(world, rendezvous = %format!("{rdv_host}:{rdv_port}"), "job started");
+        info!(world, start_epoch, rendezvous = %format!("{rdv_host}:{rdv_port}"), "job started");
         let assignments: Vec<pb::Assignment> = (0..world)
             .map(|rank| pb::Assignment {
                 job_id: job_id.to_string(),
@@ -584,7 +804,8 @@ impl Coordinator {
                     global_batch: job.spec.batch_size(),
                 }),
                 start_epoch,
-                checkpoint: String::new(),
+                checkpoint: checkpoint.clone(),
+                checkpoint_dir: checkpoint_dir.display().to_string(),
                 num_classes: job.num_classes,
             })
             .collect();
@@ -643,43 +864,22 @@ impl Coordinator {
         let _span = info_span!("job", job = %req.job_id, generation = req.generation, epoch = summary.epoch).entered();
         info!(loss = summary.loss, accuracy = summary.accuracy, samples_per_sec = summary.samples_per_sec, "epoch committed");
         if last {
-            // Write the metrics before declaring success; a failure here fails the job.
-            let written = handle.aggregator.lock().unwrap().write_metrics();
-            let (out, spec) = {
-                let st = self.state.lock().unwrap();
-                let job = st.job(&req.job_id)?;
-                (job.out.clone(), job.spec.clone())
-            };
-            // The data map and the report: useful, but a job's metrics stand without them.
-            let problems = match &written {
-                Ok(_) => crate::reports::write_job_reports(&out, &spec, crate::reports::job_texts(&spec)),
-                Err(_) => vec![],
-            };
-            for p in &problems {
-                warn!(job = %req.job_id, "{p}");
-            }
-            let mut st = self.state.lock().unwrap();
-            let job = st.job_mut(&req.job_id)?;
-            if job.generation != req.generation || job.is_terminal() {
-                return Ok(true);
-            }
-            job.warnings = problems;
-            job.epochs.push(summary);
-            return match written {
-                Ok(path) => {
-                    info!(metrics = %path.display(), "metrics written");
-                    self.end_job(&mut st, &req.job_id, pb::JobState::Succeeded, String::new());
-                    Ok(true)
+            {
+                let mut st = self.state.lock().unwrap();
+                let job = st.job_mut(&req.job_id)?;
+                if job.generation != req.generation || job.is_terminal() {
+                    return Ok(true);
                 }
-                Err(e) => {
-                    self.end_job(&mut st, &req.job_id, pb::JobState::Failed, format!("writing metrics: {e}"));
-                    Err(e)
+                if job.epochs.len() == summary.epoch as usize {
+                    job.epochs.push(summary);
                 }
-            };
+            }
+            self.finish(&req.job_id, req.generation)?;
+            return Ok(true);
         }
         let mut st = self.state.lock().unwrap();
         let job = st.job_mut(&req.job_id)?;
-        if job.generation == req.generation && !job.is_terminal() {
+        if job.generation == req.generation && !job.is_terminal() && job.epochs.len() == summary.epoch as usize {
             job.epochs.push(summary);
             job.notify();
             job.write_record();
@@ -687,15 +887,60 @@ impl Coordinator {
         Ok(job.is_terminal())
     }
 
-    /// A rank could not go on: the job fails with its message.
+    /// After the last epoch: writes the metrics (a failure there fails the
+    /// job), then the data map and the report (failures there are warnings),
+    /// and ends the job. `generation` guards against a job re-formed meanwhile
+    /// (`u64::MAX`: any).
+    fn finish(&self, job_id: &str, generation: u64) -> Result<()> {
+        let (agg, out, spec) = {
+            let st = self.state.lock().unwrap();
+            let job = st.job(job_id)?;
+            let agg = job.aggregator.clone().ok_or_else(|| CartoError::internal("finishing a job without aggregator"))?;
+            (agg, job.out.clone(), job.spec.clone())
+        };
+        let written = agg.lock().unwrap().write_metrics();
+        // The data map and the report: useful, but a job's metrics stand without them.
+        let problems = match &written {
+            Ok(_) => crate::reports::write_job_reports(&out, &spec, crate::reports::job_texts(&spec)),
+            Err(_) => vec![],
+        };
+        for p in &problems {
+            warn!(job = %job_id, "{p}");
+        }
+        let mut st = self.state.lock().unwrap();
+        let job = st.job_mut(job_id)?;
+        if (generation != u64::MAX && job.generation != generation) || job.is_terminal() {
+            return Ok(());
+        }
+        job.warnings = problems;
+        match written {
+            Ok(path) => {
+                info!(job = %job_id, metrics = %path.display(), "metrics written");
+                self.end_job(&mut st, job_id, pb::JobState::Succeeded, String::new());
+                Ok(())
+            }
+            Err(e) => {
+                self.end_job(&mut st, job_id, pb::JobState::Failed, format!("writing metrics: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// A rank could not go on. Bad input (the data, the spec, a diverging
+    /// loss) fails the job at once; anything else (a crash, a collective that
+    /// lost its peer) re-forms it within the restart budget.
     pub fn report_failure(&self, req: pb::ReportFailureRequest) -> Result<()> {
         let mut st = self.state.lock().unwrap();
         let job = st.job(&req.job_id)?;
-        if job.generation != req.generation || job.is_terminal() {
+        if job.generation != req.generation || job.state != pb::JobState::Running {
             return Ok(());
         }
         let message = if job.ranks.len() > 1 { format!("rank {}: {}", req.rank, req.message) } else { req.message };
-        self.end_job(&mut st, &req.job_id, pb::JobState::Failed, message);
+        if req.invalid_input {
+            self.end_job(&mut st, &req.job_id, pb::JobState::Failed, message);
+        } else {
+            self.recover_or_fail(&mut st, &req.job_id, message);
+        }
         Ok(())
     }
 }

@@ -22,12 +22,23 @@ use crate::service::{JobApi, WorkerApi};
 /// Largest message the server accepts: one chunk plus headroom for its header.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves `coord` on `listener` until `shutdown` resolves. With `token`, every
-/// carto call must carry it (health and reflection stay open).
+/// Who may call, and over what.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Required on JobService calls (users).
+    pub user_token: Option<String>,
+    /// Required on WorkerService calls (workers).
+    pub worker_token: Option<String>,
+    /// PEM certificate chain and private key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Serves `coord` on `listener` until `shutdown` resolves. With tokens,
+/// every carto call must carry the right one (health and reflection stay open).
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: TcpListener,
-    token: Option<String>,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -44,17 +55,22 @@ pub async fn serve(
         shutdown.await;
         closer.close_worker_streams(None);
     };
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &security.tls {
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))?;
+    }
+    let result = builder
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(
             JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            RequireToken::new(token.as_deref()),
+            RequireToken::new(security.user_token.as_deref()),
         ))
         .add_service(InterceptedService::new(
             WorkerServiceServer::new(WorkerApi(coord)).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            RequireToken::new(token.as_deref()),
+            RequireToken::new(security.worker_token.as_deref()),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
@@ -76,7 +92,7 @@ impl Embedded {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(coord.clone(), listener, None, async {
+        let task = tokio::spawn(serve(coord.clone(), listener, Security::default(), async {
             let _ = stopped.await;
         }));
         Ok(Embedded { coord, addr, stop: Some(stop), task })

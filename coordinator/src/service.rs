@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use carto_common::dynamics;
 use carto_common::ipc;
 use carto_common::proto::v1 as pb;
 use carto_common::proto::v1::job_service_server::JobService;
@@ -143,7 +142,7 @@ async fn ingest_report(
             }
             let batches = ipc::decode_chunk(&chunk.arrow_ipc, &what)?;
             for batch in &batches {
-                let batch = &conform(batch, &what)?;
+                let batch = &crate::aggregator::conform(batch, &what)?;
                 agg.lock().unwrap().ingest(&writer, batch, &what)?;
                 writer.write(batch)?;
             }
@@ -165,24 +164,4 @@ async fn ingest_report(
             Err(e)
         }
     }
-}
-
-/// The batch under the canonical dynamics schema (same columns, same order,
-/// same types, no nulls), so it can be written to the partition as is.
-fn conform(batch: &arrow::array::RecordBatch, what: &str) -> Result<arrow::array::RecordBatch, CartoError> {
-    let want = dynamics::schema();
-    let got = batch.schema();
-    let same = got.fields().len() == want.fields().len()
-        && got.fields().iter().zip(want.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-    if !same {
-        let cols: Vec<String> = got.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
-        let expected: Vec<String> = want.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
-        return Err(CartoError::invalid(format!(
-            "{what}: columns ({}) are not the dynamics schema ({})",
-            cols.join(", "),
-            expected.join(", ")
-        )));
-    }
-    arrow::array::RecordBatch::try_new(want, batch.columns().to_vec())
-        .map_err(|e| CartoError::invalid(format!("{what}: {e}")))
 }

@@ -279,7 +279,8 @@ async fn bad_reports_are_rejected_with_their_code_and_change_nothing() {
     let err = r0.done(0, mine.len() as u64).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     assert!(!f.out.join("dynamics/epoch=0/part-0.parquet").exists());
-    assert!(!f.out.join("dynamics/epoch=0/.part-0.parquet.inprogress").exists());
+    assert!(!f.out.join("dynamics/.epoch=0.pending/.part-0.parquet.inprogress").exists());
+    assert!(!f.out.join("dynamics/.epoch=0.pending/part-0.parquet").exists());
 
     // …and the correct reports still go through and commit the epoch.
     assert_eq!(r0.report(vec![r0.chunk(0, ipc::encode_batch(&good.to_batch()).unwrap())]).await.unwrap(), mine.len() as u64);

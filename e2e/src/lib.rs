@@ -120,22 +120,7 @@ impl Drop for Proc {
 
 /// Starts `carto serve` on a free loopback port; returns it and its URL.
 pub fn serve(state_dir: &Path, extra: &[&str]) -> (Proc, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(bin("carto"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir", state_dir.to_str().unwrap()])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("carto serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("carto serve printed {line:?}"))
-        .to_string();
-    (Proc(child), url)
+    serve_on("127.0.0.1:0", state_dir, extra)
 }
 
 /// Starts a `carto-worker` for `url`.
@@ -147,4 +132,81 @@ pub fn worker(url: &str, name: &str, extra: &[&str]) -> Proc {
             .spawn()
             .expect("carto-worker starts"),
     )
+}
+
+/// Processes whose parent is `parent` and whose command name is `name`.
+pub fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid …; comm may hold spaces, so split after ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let ppid: u32 = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && comm == &name[..name.len().min(15)] {
+            found.push(pid);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `kill -9 pid`.
+pub fn kill9(pid: u32) {
+    let ok = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -9 {pid}");
+}
+
+/// Polls `f` every 50 ms until it holds; panics after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed().as_secs() < secs, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A free loopback port (for servers that must come back on the same one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `carto serve` on a given address; returns once it prints its URL.
+pub fn serve_on(listen: &str, state_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin("carto"))
+        .args(["serve", "--listen", listen, "--state-dir", state_dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("carto serve starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("carto serve printed {line:?}"))
+        .to_string();
+    (Proc(child), url)
+}
+
+/// Largest absolute difference of the float metrics of two metrics files
+/// (and checks both have every sample once with the same epochs).
+pub fn metrics_difference(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (read_parquet(a), read_parquet(b));
+    assert_eq!(a.num_rows(), b.num_rows());
+    let ids_a = col::<arrow::array::Int64Array>(&a, "sample_id");
+    assert!(ids_a.values().iter().enumerate().all(|(i, &s)| s == i as i64), "every sample once, in order");
+    assert_eq!(column(&a, "epochs").to_data(), column(&b, "epochs").to_data());
+    let mut worst = 0f64;
+    for c in ["confidence", "variability", "correctness", "aum", "el2n"] {
+        let (x, y) = (col::<arrow::array::Float64Array>(&a, c), col::<arrow::array::Float64Array>(&b, c));
+        for i in 0..x.len() {
+            worst = worst.max((x.value(i) - y.value(i)).abs());
+        }
+    }
+    worst
 }

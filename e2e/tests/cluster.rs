@@ -132,3 +132,71 @@ fn a_token_keeps_strangers_out() {
     let ok = Command::new(bin("carto")).args(["list", "--coordinator", &url]).env("CARTO_TOKEN", "s3cret").output().unwrap();
     assert_success(&ok);
 }
+
+#[test]
+fn tls_and_separate_user_and_worker_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (_server, url) = serve(
+        &dir.path().join("state"),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--user-token", "u-secret", "--worker-token", "w-secret"],
+    );
+    assert!(url.starts_with("https://"), "{url}");
+    let user = |extra: &[&str]| {
+        Command::new(bin("carto")).args(["list", "--coordinator", &url]).args(extra).env_remove("CARTO_TOKEN").output().unwrap()
+    };
+    assert_success(&user(&["--ca", cert.to_str().unwrap(), "--token", "u-secret"]));
+    // Without our CA the certificate is not trusted.
+    let untrusted = user(&["--token", "u-secret"]);
+    assert_eq!(untrusted.status.code(), Some(2));
+    assert!(error_line(&untrusted).contains("cannot reach the coordinator"), "{}", error_line(&untrusted));
+    // The workers' token does not open the users' service.
+    let wrong = user(&["--ca", cert.to_str().unwrap(), "--token", "w-secret"]);
+    assert!(error_line(&wrong).contains("wrong token"), "{}", error_line(&wrong));
+
+    // A worker with the users' token is refused at registration…
+    let mut refused = worker(&url, "intruder", &["--ca", cert.to_str().unwrap(), "--token", "u-secret"]);
+    let status = refused.0.wait().unwrap();
+    assert!(!status.success());
+    // …one with the workers' token runs a job over TLS.
+    let _w = worker(&url, "w", &["--ca", cert.to_str().unwrap(), "--token", "w-secret"]);
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "data = \"{}\"\nlabel_col = \"label\"\nfeatures_col = \"pixels\"\nmodel = \"linear\"\nepochs = 2\nout = \"out\"\n",
+            example("fashion_mnist/fashion-2k.parquet").display()
+        ),
+    )
+    .unwrap();
+    let sub = Command::new(bin("carto"))
+        .args(["submit", "--coordinator", &url, "--ca", cert.to_str().unwrap(), "--token", "u-secret", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&sub);
+    let id = String::from_utf8_lossy(&sub.stdout).trim().to_string();
+    let watch = Command::new(bin("carto"))
+        .args(["watch", "--coordinator", &url, "--ca", cert.to_str().unwrap(), "--token", "u-secret", &id])
+        .output()
+        .unwrap();
+    assert_success(&watch);
+    assert_eq!(read_parquet(&dir.path().join("out/metrics.parquet")).num_rows(), 2000);
+}
+
+#[test]
+fn an_unauthenticated_client_can_neither_read_nor_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(&dir.path().join("state"), &["--token", "s3cret"]);
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, format!("data = \"{}\"\nlabel_col = \"label\"\nfeatures_col = \"pixels\"\nout = \"out\"\n",
+        example("fashion_mnist/fashion-2k.parquet").display())).unwrap();
+    for args in [vec!["submit", job.to_str().unwrap()], vec!["status", "job-x"], vec!["watch", "job-x"], vec!["cancel", "job-x"], vec!["list"]] {
+        let r = Command::new(bin("carto")).args(&args).args(["--coordinator", &url]).env_remove("CARTO_TOKEN").output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert!(error_line(&r).contains("unauthenticated"), "{args:?}: {}", error_line(&r));
+    }
+    assert!(!dir.path().join("out").exists(), "nothing was submitted");
+}

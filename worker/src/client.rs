@@ -17,7 +17,7 @@ use carto_common::spec::JobSpec;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, info_span, warn};
 
 use crate::collective::{backend_for, C10dGroup, Collective, GroupConfig, Single};
@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// Shared secret sent with every call.
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https:// coordinator [default: the system's roots].
+    #[arg(long, env = "CARTO_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Device this worker trains on: cpu, cuda:N, or cuda (then the GPU is
     /// --local-rank modulo the visible GPUs).
     #[arg(long, default_value = "cpu")]
@@ -50,6 +53,10 @@ pub struct WorkerArgs {
     /// How long to keep trying to reach the coordinator at start.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout_secs: u64,
+    /// How long to keep trying to reach a coordinator that went away (it
+    /// resumes its jobs from its state directory when it comes back).
+    #[arg(long, default_value_t = 600)]
+    pub reconnect_timeout_secs: u64,
     /// How long a collective (or joining the group) may wait for the other ranks.
     #[arg(long, default_value_t = 300)]
     pub collective_timeout_secs: u64,
@@ -70,17 +77,56 @@ impl Interceptor for Auth {
 
 type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
-/// Runs the worker until the coordinator says shut down (or is lost).
+/// Runs the worker until the coordinator says shut down. A coordinator that
+/// goes away is waited for (`--reconnect-timeout-secs`) and rejoined.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(session(args))
+    rt.block_on(worker_main(args))
 }
 
-async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("--coordinator {url}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+/// What ended a session with the coordinator.
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
+    let token = match &args.token {
+        Some(t) => Some(
+            format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("--token holds characters not allowed in a header"))?,
+        ),
+        None => None,
+    };
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let advertise_host = args.advertise_host.clone().unwrap_or_else(|| host.clone());
+    // A port held for hosting the collectives' store if this worker becomes
+    // rank 0: the store takes this very socket over, so no other process can
+    // take the port in between.
+    let store_listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+    let store_port = store_listener.local_addr()?.port();
+    let rendezvous = Arc::new(Rendezvous {
+        advertise_host: advertise_host.clone(),
+        port: store_port,
+        listener: Mutex::new(Some(store_listener)),
+        timeout: Duration::from_secs(args.collective_timeout_secs),
+    });
+    let mut wait = Duration::from_secs(args.connect_timeout_secs);
+    loop {
+        let channel = connect(&args.coordinator, args.ca.as_deref(), wait).await?;
+        let client: Client = WorkerServiceClient::with_interceptor(channel, Auth(token.clone()));
+        match session(&args, client, &host, rendezvous.clone()).await? {
+            End::Shutdown => return Ok(()),
+            End::Lost(why) => {
+                warn!("lost the coordinator ({why}); reconnecting");
+                wait = Duration::from_secs(args.reconnect_timeout_secs);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn connect(url: &str, ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<Channel> {
+    let endpoint = carto_common::transport::endpoint(url, ca)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut wait = Duration::from_millis(100);
     loop {
@@ -91,7 +137,15 @@ async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) => anyhow::bail!("cannot reach the coordinator at {url}: {e}"),
+            Err(e) => {
+                let mut cause = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    cause = s.to_string();
+                    source = s.source();
+                }
+                anyhow::bail!("cannot reach the coordinator at {url}: {cause}")
+            }
         }
     }
 }
@@ -109,36 +163,17 @@ struct Current {
     aborted: AtomicBool,
 }
 
-async fn session(args: WorkerArgs) -> anyhow::Result<()> {
-    let channel = connect(&args.coordinator, Duration::from_secs(args.connect_timeout_secs)).await?;
-    let token = match &args.token {
-        Some(t) => Some(
-            format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("--token holds characters not allowed in a header"))?,
-        ),
-        None => None,
-    };
-    let mut client: Client = WorkerServiceClient::with_interceptor(channel, Auth(token));
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-    let advertise_host = args.advertise_host.clone().unwrap_or_else(|| host.clone());
-    // A port held for hosting the collectives' store if this worker becomes
-    // rank 0: the store takes this very socket over, so no other process can
-    // take the port in between.
-    let store_listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
-    let store_port = store_listener.local_addr()?.port();
-    let rendezvous = Arc::new(Rendezvous {
-        advertise_host: advertise_host.clone(),
-        port: store_port,
-        listener: Mutex::new(Some(store_listener)),
-        timeout: Duration::from_secs(args.collective_timeout_secs),
-    });
+/// One registration with the coordinator: follow its orders until it says
+/// shut down or goes away.
+async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: Arc<Rendezvous>) -> anyhow::Result<End> {
     let reg = client
         .register(pb::RegisterRequest {
             protocol_version: PROTOCOL_VERSION,
-            hostname: host.clone(),
+            hostname: host.to_string(),
             devices: vec![args.device.clone()],
-            advertise_host,
+            advertise_host: rendezvous.advertise_host.clone(),
             name: args.name.clone().unwrap_or_default(),
-            rendezvous_port: store_port as u32,
+            rendezvous_port: rendezvous.port as u32,
         })
         .await
         .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator, s.message()))?
@@ -181,11 +216,14 @@ async fn session(args: WorkerArgs) -> anyhow::Result<()> {
                 },
                 Ok(Some(pb::Order { kind: None })) => {}
                 Ok(None) => {
-                    let _ = tx.send(Order::Lost("the coordinator closed the control stream".into()));
+                    // Whatever this worker trains now cannot be reported.
+                    current_c.aborted.store(true, Ordering::SeqCst);
+                    let _ = tx.send(Order::Lost("the coordinator closed the order stream".into()));
                     break;
                 }
                 Err(s) => {
-                    let _ = tx.send(Order::Lost(format!("control stream: {}", s.message())));
+                    current_c.aborted.store(true, Ordering::SeqCst);
+                    let _ = tx.send(Order::Lost(format!("order stream: {}", s.message())));
                     break;
                 }
             }
@@ -239,8 +277,9 @@ async fn session(args: WorkerArgs) -> anyhow::Result<()> {
                 }
                 *current.job.lock().unwrap() = None;
             }
-            Some(Order::Shutdown) | None => break Ok(()),
-            Some(Order::Lost(why)) => break Err(anyhow::anyhow!("lost the coordinator: {why}")),
+            Some(Order::Shutdown) => break Ok(End::Shutdown),
+            Some(Order::Lost(why)) => break Ok(End::Lost(why)),
+            None => break Ok(End::Lost("the order stream ended".into())),
         }
     };
     heartbeat.abort();
@@ -360,6 +399,8 @@ fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &Grpc
         plan,
         start_epoch: a.start_epoch,
         device,
+        resume_from: (!a.checkpoint.is_empty()).then(|| std::path::PathBuf::from(&a.checkpoint)),
+        checkpoint_dir: (!a.checkpoint_dir.is_empty()).then(|| std::path::PathBuf::from(&a.checkpoint_dir)),
     };
     trainer::train(&job, &data, eval.as_ref(), collective.as_ref(), link)?;
     Ok(())

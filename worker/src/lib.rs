@@ -7,6 +7,7 @@
 //! - [`model`], [`optim`], [`data`], [`text`]: models, Adam, inputs, hashing.
 //! - [`collective`]: gradient all-reduce across ranks.
 
+pub mod checkpoint;
 pub mod client;
 pub mod collective;
 pub mod data;

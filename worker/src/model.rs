@@ -153,6 +153,14 @@ impl Model {
         }
     }
 
+    /// bow's table and its lazy optimizer, for checkpoints.
+    pub fn sparse_parts(&mut self) -> Option<(&mut Tensor, &mut LazyAdam)> {
+        match &mut self.net {
+            Net::Bow(b) => b.optim.as_mut().map(|o| (&mut b.table, o)),
+            _ => None,
+        }
+    }
+
     /// The non-VarStore parameters (bow's table), for broadcasting and saving.
     pub fn extra_params(&mut self) -> Vec<(String, &mut Tensor)> {
         match &mut self.net {

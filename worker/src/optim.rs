@@ -25,10 +25,10 @@ impl AdamConfig {
 }
 
 /// Moments of one parameter tensor (or of one embedding table).
-struct Moments {
-    m: Tensor,
-    v: Tensor,
-    step: i64,
+pub struct Moments {
+    pub m: Tensor,
+    pub v: Tensor,
+    pub step: i64,
 }
 
 impl Moments {
@@ -76,6 +76,15 @@ impl Adam {
         }
     }
 
+    /// Per-parameter state, in the order the parameters were given (for checkpoints).
+    pub fn state(&self) -> &[Moments] {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut [Moments] {
+        &mut self.state
+    }
+
     pub fn step(&mut self) {
         tch::no_grad(|| {
             for (p, st) in self.params.iter_mut().zip(self.state.iter_mut()) {
@@ -101,6 +110,14 @@ pub struct LazyAdam {
 impl LazyAdam {
     pub fn new(cfg: AdamConfig, table: &Tensor) -> Self {
         LazyAdam { cfg, state: Moments::zeros_like(table) }
+    }
+
+    pub fn state(&self) -> &Moments {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut Moments {
+        &mut self.state
     }
 
     /// `rows`: distinct row ids (i64, on the table's device); `grad`: their gradient.

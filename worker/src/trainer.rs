@@ -12,6 +12,7 @@ use carto_common::spec::JobSpec;
 use tch::{Device, Kind, Reduction, Tensor};
 use tracing::{debug, info, info_span};
 
+use crate::checkpoint;
 use crate::collective::{all_reduce_rows, Collective};
 use crate::data::TrainData;
 use crate::model::{Model, ModelConfig};
@@ -62,6 +63,10 @@ pub struct TrainJob<'a> {
     pub plan: ShardPlan,
     pub start_epoch: u32,
     pub device: Device,
+    /// The checkpoint of epoch `start_epoch − 1` to resume from.
+    pub resume_from: Option<std::path::PathBuf>,
+    /// Where rank 0 writes a checkpoint after every epoch.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 pub fn parse_device(s: &str) -> Result<Device, WorkerError> {
@@ -126,6 +131,17 @@ pub fn train(
     let params: Vec<Tensor> = model.dense_params().into_iter().map(|(_, t)| t).collect();
     let mut opt = Adam::new(adam, params);
     model.init_sparse_optimizer(adam);
+    if let Some(path) = &job.resume_from {
+        let epoch = checkpoint::load(path, &mut model, &mut opt)?;
+        if epoch + 1 != job.start_epoch {
+            return Err(WorkerError::Internal(format!(
+                "checkpoint {} is of epoch {epoch}, but training resumes at epoch {}",
+                path.display(),
+                job.start_epoch
+            )));
+        }
+        info!(checkpoint = %path.display(), "resumed");
+    }
 
     let record = spec.record_dynamics();
     let eval_pass = spec.dynamics_pass() == "eval";
@@ -245,6 +261,9 @@ pub fn train(
             seconds = train_seconds,
             "epoch trained"
         );
+        if let (0, Some(dir)) = (plan.rank, &job.checkpoint_dir) {
+            checkpoint::save(dir, epoch, &mut model, &opt)?;
+        }
         if spec.save_model() && plan.rank == 0 && epoch + 1 == spec.epochs() {
             // Before the last report: the job's success implies the file is there.
             if let Some(out) = spec.out.as_deref() {

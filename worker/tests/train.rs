@@ -61,6 +61,19 @@ fn fashion_7x7() -> (JobSpec, TrainData) {
 }
 
 fn run(spec: &JobSpec, data: &TrainData) -> Collector {
+    run_from(spec, data, 0, None, None)
+}
+
+/// libtorch's random generator is process-wide: tests that train take turns.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_from(
+    spec: &JobSpec,
+    data: &TrainData,
+    start_epoch: u32,
+    resume_from: Option<PathBuf>,
+    checkpoint_dir: Option<PathBuf>,
+) -> Collector {
     let job = TrainJob {
         job_id: "t",
         generation: 1,
@@ -72,10 +85,13 @@ fn run(spec: &JobSpec, data: &TrainData) -> Collector {
             rank: 0,
             global_batch: spec.batch_size(),
         },
-        start_epoch: 0,
+        start_epoch,
         device: Device::Cpu,
+        resume_from,
+        checkpoint_dir,
     };
     let c = Collector::default();
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
     train(&job, data, None, &Single, &c).unwrap();
     c
 }
@@ -109,10 +125,10 @@ fn training_is_deterministic_for_a_seed() {
     let (spec, data) = fashion_7x7();
     let a = run(&spec, &data);
     let b = run(&spec, &data);
-    assert_eq!(a.rows.borrow()[2].1.gold_prob, b.rows.borrow()[2].1.gold_prob);
+    assert!(a.rows.borrow()[2].1.gold_prob == b.rows.borrow()[2].1.gold_prob, "same seed, same run");
     let other = JobSpec { seed: Some(7), ..spec };
     let c = run(&other, &data);
-    assert_ne!(a.rows.borrow()[2].1.gold_prob, c.rows.borrow()[2].1.gold_prob);
+    assert!(a.rows.borrow()[2].1.gold_prob != c.rows.borrow()[2].1.gold_prob, "another seed, another run");
 }
 
 #[test]
@@ -152,6 +168,7 @@ fn bow_learns_real_reviews() {
 
 #[test]
 fn lazy_adam_equals_dense_adam_on_the_rows_it_touches() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
     tch::manual_seed(0);
     let init = Tensor::randn([6, 4], (Kind::Float, Device::Cpu));
     let dense = init.copy().set_requires_grad(true);
@@ -175,4 +192,46 @@ fn lazy_adam_equals_dense_adam_on_the_rows_it_touches() {
     // zero gradient also leaves them unmoved, its moments being zero).
     let untouched = Tensor::from_slice(&[0i64, 2, 3, 5]);
     assert!(table.index_select(0, &untouched).equal(&init.index_select(0, &untouched)));
+}
+
+fn reviews_2k() -> (JobSpec, TrainData) {
+    let ds = dataset::load(&DatasetSpec {
+        path: example("rotten_tomatoes/reviews-2k.csv"),
+        label_col: "label".into(),
+        id_col: None,
+        features: FeatureSource::Text("text".into()),
+    })
+    .unwrap();
+    let spec = JobSpec {
+        text_col: Some("text".into()),
+        epochs: Some(4),
+        hash_bits: Some(14),
+        lr: Some(0.005),
+        threads_per_worker: Some(1),
+        ..Default::default()
+    };
+    let data = TrainData::new(ds, spec.hash_bits(), Device::Cpu);
+    (spec, data)
+}
+
+#[test]
+fn a_job_resumed_from_a_checkpoint_reruns_the_next_epochs_exactly() {
+    for (spec, data) in [fashion_7x7(), reviews_2k()] {
+        let spec = JobSpec { epochs: Some(4), ..spec };
+        let dir = tempfile::tempdir().unwrap();
+        let full = run_from(&spec, &data, 0, None, Some(dir.path().to_path_buf()));
+        // Checkpoints of the last two epochs are kept.
+        assert!(carto_worker::checkpoint::path_for(dir.path(), 3).exists());
+        assert!(carto_worker::checkpoint::path_for(dir.path(), 2).exists());
+        assert!(!carto_worker::checkpoint::path_for(dir.path(), 1).exists());
+        let resumed = run_from(&spec, &data, 3, Some(carto_worker::checkpoint::path_for(dir.path(), 2)), None);
+        let (full_rows, resumed_rows) = (full.rows.borrow(), resumed.rows.borrow());
+        assert_eq!(resumed_rows.len(), 1);
+        assert_eq!(resumed_rows[0].0, 3);
+        assert_eq!(resumed_rows[0].1.sample_id, full_rows[3].1.sample_id);
+        assert!(resumed_rows[0].1.gold_prob == full_rows[3].1.gold_prob, "model {}: resumed epoch 3 differs", spec.model());
+        // From a fresh model instead, epoch 3 would differ.
+        let fresh = run_from(&spec, &data, 3, None, None);
+        assert!(fresh.rows.borrow()[0].1.gold_prob != full_rows[3].1.gold_prob);
+    }
 }
