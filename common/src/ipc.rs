@@ -46,12 +46,20 @@ pub fn encode_dynamics(cols: &DynamicsColumns, max_bytes: usize) -> Result<Vec<V
 }
 
 /// Decodes one chunk into its record batches. Errors name `what`.
+///
+/// The bytes come from the network, so a decoder panic is caught and becomes
+/// an error too: arrow-ipc 60 panics on some malformed buffer offsets instead
+/// of returning an error (found by `fuzz/`; such inputs are kept in its
+/// corpus as `regression-arrow-panic-*`).
 pub fn decode_chunk(bytes: &[u8], what: &str) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| CartoError::invalid(format!("{what}: not an Arrow IPC stream: {e}")))?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| CartoError::invalid(format!("{what}: corrupt Arrow IPC stream: {e}")))
+    let decoded = std::panic::catch_unwind(|| {
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| CartoError::invalid(format!("{what}: not an Arrow IPC stream: {e}")))?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| CartoError::invalid(format!("{what}: corrupt Arrow IPC stream: {e}")))
+    });
+    decoded.unwrap_or_else(|_| Err(CartoError::invalid(format!("{what}: corrupt Arrow IPC stream: buffers out of bounds"))))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Shared-secret authentication: with a token configured, every carto call must
-//! carry `authorization: Bearer <token>` (health and reflection stay open, so
-//! probes and grpcurl's `list` work). Compared in constant time.
+//! Shared-secret authentication: with a token configured, every call but the
+//! health check must carry `authorization: Bearer <token>` (so probes work
+//! without it). Compared in constant time.
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;

@@ -156,7 +156,7 @@ pub struct ServeArgs {
     /// Where the coordinator keeps its state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
-    /// Require this shared secret on every call (health and reflection excepted).
+    /// Require this shared secret on every call but the health check.
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
     /// A separate secret for users' calls (JobService) [default: --token].

@@ -34,7 +34,7 @@ pub struct Security {
 }
 
 /// Serves `coord` on `listener` until `shutdown` resolves. With tokens,
-/// every carto call must carry the right one (health and reflection stay open).
+/// every call but health must carry the right one (reflection: the users').
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: TcpListener,
@@ -63,7 +63,7 @@ pub async fn serve(
     let result = builder
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(InterceptedService::new(reflection, RequireToken::new(security.user_token.as_deref())))
         .add_service(InterceptedService::new(
             JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
             RequireToken::new(security.user_token.as_deref()),
@@ -89,10 +89,15 @@ pub struct Embedded {
 impl Embedded {
     /// Binds `addr` (use 127.0.0.1:0 for a free port) and serves in a task.
     pub async fn start(coord: Arc<Coordinator>, addr: &str) -> anyhow::Result<Embedded> {
+        Self::start_with(coord, addr, Security::default()).await
+    }
+
+    /// Like [`Embedded::start`], with tokens or TLS.
+    pub async fn start_with(coord: Arc<Coordinator>, addr: &str, security: Security) -> anyhow::Result<Embedded> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(coord.clone(), listener, Security::default(), async {
+        let task = tokio::spawn(serve(coord.clone(), listener, security, async {
             let _ = stopped.await;
         }));
         Ok(Embedded { coord, addr, stop: Some(stop), task })

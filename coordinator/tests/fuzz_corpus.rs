@@ -39,7 +39,7 @@ fn the_corpus_never_panics_and_the_seeds_behave() {
         let result = check_chunk(&bytes, &rules, &name);
         if name.starts_with("seed-good") {
             assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
-        } else if name.starts_with("seed-bad") {
+        } else if name.starts_with("seed-bad") || name.starts_with("regression-") {
             let err = result.expect_err(&name).to_string();
             assert!(err.starts_with(&name), "errors name their source: {err}");
         }

@@ -345,3 +345,47 @@ async fn health_and_reflection_answer_on_the_same_port() {
     }
     f.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn with_a_token_only_the_health_check_is_open() {
+    use carto_coordinator::server::Security;
+    let coord = Coordinator::new(CoordinatorConfig::default());
+    let security = Security { user_token: Some("u".into()), worker_token: Some("w".into()), tls: None };
+    let server = Embedded::start_with(coord, "127.0.0.1:0", security).await.unwrap();
+    let channel = Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health needs no token");
+
+    let mut jobs = JobServiceClient::new(channel.clone());
+    let err = jobs.list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut workers = WorkerServiceClient::new(channel.clone());
+    let err = workers.register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let req = || ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut refl = ServerReflectionClient::new(channel.clone());
+    let err = refl.server_reflection_info(tokio_stream::iter(vec![req()])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // The right tokens open the right services, and only those.
+    let with = |t: &'static str| {
+        move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            Ok(r)
+        }
+    };
+    let mut jobs = JobServiceClient::with_interceptor(channel.clone(), with("u"));
+    jobs.list_jobs(pb::ListJobsRequest {}).await.expect("user token opens JobService");
+    let mut jobs_w = JobServiceClient::with_interceptor(channel.clone(), with("w"));
+    assert_eq!(jobs_w.list_jobs(pb::ListJobsRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut workers = WorkerServiceClient::with_interceptor(channel.clone(), with("w"));
+    workers
+        .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, ..Default::default() })
+        .await
+        .expect("worker token opens WorkerService");
+    server.shutdown().await.unwrap();
+}
