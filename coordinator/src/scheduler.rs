@@ -363,8 +363,8 @@ impl Coordinator {
             aggregator: None,
             watch,
         };
-        job.notify();
         job.write_record();
+        job.notify();
         info!(job = %id, rows = job.num_samples, classes = num_classes, "job queued");
         let mut st = self.state.lock().unwrap();
         st.jobs.push(job);
@@ -428,8 +428,8 @@ impl Coordinator {
                     resumed += 1;
                 }
             }
-            job.notify();
             job.write_record();
+            job.notify();
             let finished = job.aggregator.as_ref().is_some_and(|a| a.lock().unwrap().committed() >= job.spec.epochs());
             self.state.lock().unwrap().jobs.push(job);
             if finished {
@@ -528,12 +528,12 @@ impl Coordinator {
         }
         let ranks = job.ranks.clone();
         let generation = job.generation;
-        job.notify();
         job.write_record();
         if self.config.state_dir.is_none() && state != pb::JobState::Failed {
             // `carto run` keeps its state in OUT/.carto only while it runs.
             let _ = std::fs::remove_dir_all(&job.dir);
         }
+        job.notify();
         match state {
             pb::JobState::Succeeded => info!(job = %id, "job succeeded"),
             pb::JobState::Cancelled => info!(job = %id, %error, "job cancelled"),
@@ -684,8 +684,8 @@ impl Coordinator {
         }
         let (ranks, generation, restarts) = (std::mem::take(&mut job.ranks), job.generation, job.restarts);
         job.rank_progress.clear();
-        job.notify();
         job.write_record();
+        job.notify();
         warn!(job = %job_id, generation, restarts, %fault, "re-forming the job from its last finished epoch");
         for wid in &ranks {
             if let Some(w) = st.workers.get_mut(wid) {
@@ -809,8 +809,8 @@ impl Coordinator {
                 num_classes: job.num_classes,
             })
             .collect();
-        job.notify();
         job.write_record();
+        job.notify();
         for (rank, (wid, a)) in workers.iter().zip(assignments).enumerate() {
             if let Some(w) = st.workers.get_mut(wid) {
                 w.job = Some((job_id.to_string(), rank as u32));
@@ -881,8 +881,8 @@ impl Coordinator {
         let job = st.job_mut(&req.job_id)?;
         if job.generation == req.generation && !job.is_terminal() && job.epochs.len() == summary.epoch as usize {
             job.epochs.push(summary);
-            job.notify();
             job.write_record();
+            job.notify();
         }
         Ok(job.is_terminal())
     }
