@@ -11,6 +11,7 @@
 //! - [`spec`]: the job spec (flags, JOB.toml, wire form) and its defaults.
 //! - [`proto`]: the generated gRPC API.
 
+pub mod cluster_env;
 pub mod dataset;
 pub mod dynamics;
 pub mod error;

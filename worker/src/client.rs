@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use carto_common::cluster_env::{ClusterEnv, Launcher};
 use carto_common::dataset;
 use carto_common::dynamics::DynamicsColumns;
 use carto_common::ipc;
@@ -28,9 +29,10 @@ use crate::WorkerError;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "carto-worker", version, about = "A carto training worker: one process per device.")]
 pub struct WorkerArgs {
-    /// Coordinator URL, e.g. http://10.0.0.1:7070.
+    /// Coordinator URL, e.g. http://10.0.0.1:7070 [default: port CARTO_PORT (7070)
+    /// on the first node of a Slurm job, or on torchrun's MASTER_ADDR].
     #[arg(long, env = "CARTO_COORDINATOR")]
-    pub coordinator: String,
+    pub coordinator: Option<String>,
     /// Shared secret sent with every call.
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -41,11 +43,11 @@ pub struct WorkerArgs {
     /// --local-rank modulo the visible GPUs).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// This process's index on its host (torchrun's LOCAL_RANK), for --device cuda.
-    #[arg(long, env = "LOCAL_RANK", default_value_t = 0)]
-    pub local_rank: u32,
-    /// Host name or address other ranks use to reach this one [default: this host's name].
+    /// This process's index on its host, for --device cuda [default: SLURM_LOCALID or LOCAL_RANK].
     #[arg(long)]
+    pub local_rank: Option<u32>,
+    /// Host name or address other ranks use to reach this one [default: this host's name].
+    #[arg(long, env = "CARTO_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
     /// A name shown in the coordinator's logs.
     #[arg(long)]
@@ -90,7 +92,32 @@ enum End {
     Lost(String),
 }
 
+/// The flags, completed from the launcher's environment (Slurm, torchrun,
+/// Kubernetes Indexed Jobs): coordinator, local rank, name, advertise host.
+fn with_cluster_defaults(mut args: WorkerArgs) -> anyhow::Result<WorkerArgs> {
+    let env = ClusterEnv::detect()?;
+    if args.coordinator.is_none() {
+        let port: u16 = std::env::var("CARTO_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(7070);
+        args.coordinator = Some(env.coordinator_url(port).ok_or_else(|| {
+            anyhow::anyhow!("--coordinator (or CARTO_COORDINATOR) is required outside Slurm and torchrun")
+        })?);
+    }
+    args.local_rank = Some(args.local_rank.unwrap_or(env.local_rank));
+    if args.name.is_none() {
+        args.name = env.process_name();
+    }
+    if args.advertise_host.is_none() {
+        args.advertise_host = env.node_name.clone();
+    }
+    if env.launcher != Launcher::None {
+        info!(launcher = ?env.launcher, rank = ?env.rank, local_rank = env.local_rank, "cluster environment");
+    }
+    Ok(args)
+}
+
 async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
+    let args = with_cluster_defaults(args)?;
+    let coordinator = args.coordinator.clone().expect("set by with_cluster_defaults");
     let token = match &args.token {
         Some(t) => Some(
             format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("--token holds characters not allowed in a header"))?,
@@ -112,7 +139,7 @@ async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
     });
     let mut wait = Duration::from_secs(args.connect_timeout_secs);
     loop {
-        let channel = connect(&args.coordinator, args.ca.as_deref(), wait).await?;
+        let channel = connect(&coordinator, args.ca.as_deref(), wait).await?;
         let client: Client = WorkerServiceClient::with_interceptor(channel, Auth(token.clone()));
         match session(&args, client, &host, rendezvous.clone()).await? {
             End::Shutdown => return Ok(()),
@@ -176,7 +203,7 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
             rendezvous_port: rendezvous.port as u32,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator, s.message()))?
+        .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator.as_deref().unwrap_or_default(), s.message()))?
         .into_inner();
     let worker_id = reg.worker_id.clone();
     info!(worker = %worker_id, "registered");
@@ -246,7 +273,11 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                     current: current.clone(),
                 };
                 let device = match args.device.as_str() {
-                    "cuda" => format!("cuda:{}", args.local_rank as i64 % tch::Cuda::device_count().max(1)),
+                    "cuda" => format!(
+                        "cuda:{}",
+                        ClusterEnv { local_rank: args.local_rank.unwrap_or(0), ..ClusterEnv::detect()? }
+                            .gpu_index(tch::Cuda::device_count().max(1) as usize)
+                    ),
                     d => d.to_string(),
                 };
                 let (job_id, generation, rank) = (a.job_id.clone(), a.generation, a.rank);
