@@ -14,6 +14,7 @@ the Secret everywhere, the shared RWX volume, and the example job files.
 Prints every problem and exits 1 if there is any.
 """
 import copy
+import functools
 import os
 import re
 import sys
@@ -21,6 +22,9 @@ import tomllib
 
 import yaml
 from kubernetes_validate import utils as kv
+
+# Each validation re-reads the version's definitions (megabytes of JSON): once is enough.
+kv.schema_contents = functools.lru_cache(maxsize=None)(kv.schema_contents)
 
 K8S_VERSIONS = ["1.33.0", "1.37.0"]
 NAMESPACE = "carto"
