@@ -48,9 +48,15 @@ impl SplitMix64 {
     }
 }
 
+/// The most samples a dataset can have (sample ids are shuffled as u32).
+pub const MAX_SAMPLES: u64 = u32::MAX as u64;
+/// The most ranks a job can have (owners are stored as u16).
+pub const MAX_WORLD: u32 = u16::MAX as u32;
+
 /// The global permutation of epoch `epoch`.
-pub fn permutation(num_samples: u64, seed: u64, epoch: u32) -> Vec<u64> {
-    let mut perm: Vec<u64> = (0..num_samples).collect();
+pub fn permutation(num_samples: u64, seed: u64, epoch: u32) -> Vec<u32> {
+    assert!(num_samples <= MAX_SAMPLES, "at most {MAX_SAMPLES} samples");
+    let mut perm: Vec<u32> = (0..num_samples as u32).collect();
     let mut rng = SplitMix64(seed ^ (epoch as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
     for i in (1..perm.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
@@ -65,6 +71,12 @@ impl ShardPlan {
     pub fn validate(&self) -> Result<()> {
         if self.num_samples == 0 {
             return Err(CartoError::invalid("the dataset has no rows"));
+        }
+        if self.num_samples > MAX_SAMPLES {
+            return Err(CartoError::invalid(format!("{} rows: at most {MAX_SAMPLES} are supported", self.num_samples)));
+        }
+        if self.world_size > MAX_WORLD {
+            return Err(CartoError::invalid(format!("{} workers: at most {MAX_WORLD} are supported", self.world_size)));
         }
         if self.world_size == 0 || self.rank >= self.world_size {
             return Err(CartoError::invalid(format!(
@@ -116,9 +128,9 @@ impl ShardPlan {
             .map(|k| {
                 let pos = k * w + self.rank as u64;
                 if pos < n {
-                    ShardItem { sample: perm[pos as usize], padding: false }
+                    ShardItem { sample: perm[pos as usize] as u64, padding: false }
                 } else {
-                    ShardItem { sample: perm[(pos - n) as usize % n as usize], padding: true }
+                    ShardItem { sample: perm[(pos - n) as usize % n as usize] as u64, padding: true }
                 }
             })
             .collect()
@@ -126,11 +138,12 @@ impl ShardPlan {
 
     /// Which rank reports each sample in `epoch` (`owner[sample] = rank`), for
     /// checking that a worker only reports samples of its own shard.
-    pub fn owners(num_samples: u64, seed: u64, world_size: u32, epoch: u32) -> Vec<u32> {
+    pub fn owners(num_samples: u64, seed: u64, world_size: u32, epoch: u32) -> Vec<u16> {
+        assert!(world_size <= MAX_WORLD);
         let perm = permutation(num_samples, seed, epoch);
-        let mut owner = vec![0u32; num_samples as usize];
+        let mut owner = vec![0u16; num_samples as usize];
         for (pos, &s) in perm.iter().enumerate() {
-            owner[s as usize] = (pos as u64 % world_size as u64) as u32;
+            owner[s as usize] = (pos as u64 % world_size as u64) as u16;
         }
         owner
     }
@@ -149,7 +162,7 @@ mod tests {
         let p = permutation(1000, 7, 0);
         let mut sorted = p.clone();
         sorted.sort();
-        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
         assert_ne!(p, permutation(1000, 7, 1));
         assert_ne!(p, permutation(1000, 8, 0));
         assert_eq!(p, permutation(1000, 7, 0));
@@ -203,7 +216,7 @@ mod tests {
         let owners = ShardPlan::owners(11, 42, 3, 4);
         for r in 0..3 {
             for it in plan(11, 3, r, 3).rank_items(4).iter().filter(|i| !i.padding) {
-                assert_eq!(owners[it.sample as usize], r);
+                assert_eq!(owners[it.sample as usize] as u32, r);
             }
         }
     }

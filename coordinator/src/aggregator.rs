@@ -30,15 +30,23 @@ use parquet::arrow::ArrowWriter;
 
 use crate::outputs::{self, SampleInfo};
 
-/// One epoch's staged rows.
+/// A staged sample's flags.
+const SEEN: u8 = 1;
+const CORRECT: u8 = 2;
+
+/// One epoch's staged rows: 23 bytes per sample, plus a bit of scratch.
 struct EpochStage {
     epoch: u32,
-    owner: Vec<u32>,
+    /// The rank that reports each sample this epoch.
+    owner: Vec<u16>,
     gold_prob: Vec<f64>,
     margin: Vec<f64>,
-    el2n: Vec<f64>,
-    correct: Vec<bool>,
-    seen: Vec<bool>,
+    /// Folded into an f32 sum anyway (see SampleAccumulators).
+    el2n: Vec<f32>,
+    flags: Vec<u8>,
+    /// One bit per sample: rows of the batch being validated (duplicates
+    /// within a batch), cleared after each batch.
+    marks: Vec<u64>,
     staged: u64,
     /// Rows received per rank, and whether that rank's report stream finished.
     rows: Vec<u64>,
@@ -57,8 +65,8 @@ impl EpochStage {
             gold_prob: vec![0.0; n],
             margin: vec![0.0; n],
             el2n: vec![0.0; n],
-            correct: vec![false; n],
-            seen: vec![false; n],
+            flags: vec![0; n],
+            marks: vec![0; n.div_ceil(64)],
             staged: 0,
             rows: vec![0; w],
             reported: vec![false; w],
@@ -123,11 +131,11 @@ pub struct BatchRules<'a> {
     pub rank: u32,
     pub epoch: u32,
     /// The rank that owns each sample this epoch.
-    pub owner: &'a [u32],
+    pub owner: &'a [u16],
     /// Each sample's class index in the dataset.
     pub labels: &'a [i64],
-    /// Samples already staged this epoch.
-    pub seen: &'a [bool],
+    /// Per sample: staged already this epoch (bit `SEEN`).
+    pub flags: &'a [u8],
     pub num_classes: i64,
 }
 
@@ -135,44 +143,62 @@ pub struct BatchRules<'a> {
 /// sample ids in range and in this rank's shard, no duplicates, labels as in
 /// the dataset, gold_prob in [0, 1], finite margin/el2n/loss, pred a class,
 /// `correct` = (pred == label). Errors name the row and the sample.
-pub fn validate_batch<'b>(batch: &'b RecordBatch, r: &BatchRules, what: &str) -> Result<DynamicsView<'b>> {
+/// `marks` is a zeroed scratch bitset of one bit per sample, zeroed again on
+/// return (duplicates within the batch, without hashing).
+pub fn validate_batch<'b>(batch: &'b RecordBatch, r: &BatchRules, marks: &mut [u64], what: &str) -> Result<DynamicsView<'b>> {
     let v = DynamicsView::new(batch, what)?;
-    let n = r.seen.len() as i64;
+    let result = check_rows(&v, r, marks, what);
+    // Unmark what was marked, whether or not the batch passed.
+    for &s in v.sample_id {
+        if s >= 0 && (s as usize) < r.flags.len() {
+            marks[s as usize / 64] &= !(1u64 << (s as usize % 64));
+        }
+    }
+    result.map(|_| v)
+}
+
+fn check_rows(v: &DynamicsView, r: &BatchRules, marks: &mut [u64], what: &str) -> Result<()> {
+    let n = r.flags.len() as i64;
     let (rank, epoch, classes) = (r.rank, r.epoch, r.num_classes);
-    let mut in_batch = std::collections::HashSet::new();
+    let bad = |i: usize, msg: String| {
+        CartoError::invalid(format!("{what}: row {i} (sample_id {}): {msg}", v.sample_id[i]))
+    };
     for i in 0..v.len() {
         let s = v.sample_id[i];
-        let row = |msg: String| CartoError::invalid(format!("{what}: row {i} (sample_id {s}): {msg}"));
         if s < 0 || s >= n {
-            return Err(row(format!("sample_id is outside the dataset's {n} rows")));
+            return Err(bad(i, format!("sample_id is outside the dataset's {n} rows")));
         }
         let su = s as usize;
-        if r.owner[su] != rank {
-            return Err(row(format!("not in rank {rank}'s shard for epoch {epoch}")));
+        if r.owner[su] as u32 != rank {
+            return Err(bad(i, format!("not in rank {rank}'s shard for epoch {epoch}")));
         }
-        if r.seen[su] || !in_batch.insert(s) {
-            return Err(row(format!("duplicate row for epoch {epoch}")));
+        let (word, bit) = (su / 64, 1u64 << (su % 64));
+        if r.flags[su] & SEEN != 0 || marks[word] & bit != 0 {
+            return Err(bad(i, format!("duplicate row for epoch {epoch}")));
         }
-        if v.label[i] != r.labels[su] {
-            return Err(row(format!("label {} but the dataset says {}", v.label[i], r.labels[su])));
+        marks[word] |= bit;
+        let label = v.label[i];
+        if label != r.labels[su] {
+            return Err(bad(i, format!("label {label} but the dataset says {}", r.labels[su])));
         }
         let p = v.gold_prob[i];
         if !(0.0..=1.0).contains(&p) {
-            return Err(row(format!("gold_prob {p} is not a probability in [0, 1]")));
+            return Err(bad(i, format!("gold_prob {p} is not a probability in [0, 1]")));
         }
-        for (name, x) in [("margin", v.margin[i]), ("el2n", v.el2n[i]), ("loss", v.loss[i])] {
-            if !x.is_finite() {
-                return Err(row(format!("{name} is {x}")));
-            }
+        let (m, e, l) = (v.margin[i], v.el2n[i], v.loss[i]);
+        if !(m.is_finite() && e.is_finite() && l.is_finite()) {
+            let (name, x) = if !m.is_finite() { ("margin", m) } else if !e.is_finite() { ("el2n", e) } else { ("loss", l) };
+            return Err(bad(i, format!("{name} is {x}")));
         }
-        if v.pred[i] < 0 || v.pred[i] >= classes {
-            return Err(row(format!("pred {} is not a class index below {classes}", v.pred[i])));
+        let pred = v.pred[i];
+        if pred < 0 || pred >= classes {
+            return Err(bad(i, format!("pred {pred} is not a class index below {classes}")));
         }
-        if v.correct.value(i) != (v.pred[i] == v.label[i]) {
-            return Err(row("correct disagrees with pred == label".into()));
+        if v.correct.value(i) != (pred == label) {
+            return Err(bad(i, "correct disagrees with pred == label".into()));
         }
     }
-    Ok(v)
+    Ok(())
 }
 
 /// The batch under the canonical dynamics schema (same columns, same order,
@@ -196,12 +222,12 @@ pub fn conform(batch: &RecordBatch, what: &str) -> Result<RecordBatch> {
 
 /// Decodes and checks one wire chunk: the path every byte a worker sends
 /// goes through (and the fuzz target's entry point).
-pub fn check_chunk(bytes: &[u8], rules: &BatchRules, what: &str) -> Result<Vec<RecordBatch>> {
+pub fn check_chunk(bytes: &[u8], rules: &BatchRules, marks: &mut [u64], what: &str) -> Result<Vec<RecordBatch>> {
     let batches = carto_common::ipc::decode_chunk(bytes, what)?;
     let mut out = Vec::with_capacity(batches.len());
     for b in &batches {
         let b = conform(b, what)?;
-        validate_batch(&b, rules, what)?;
+        validate_batch(&b, rules, marks, what)?;
         out.push(b);
     }
     Ok(out)
@@ -210,22 +236,27 @@ pub fn check_chunk(bytes: &[u8], rules: &BatchRules, what: &str) -> Result<Vec<R
 /// A fixed job for fuzzing and for replaying the fuzz corpus: 64 samples,
 /// 3 classes, two ranks, epoch 0, seed 7; rank 0 reports.
 pub struct FuzzJob {
-    owner: Vec<u32>,
+    owner: Vec<u16>,
     labels: Vec<i64>,
-    seen: Vec<bool>,
+    flags: Vec<u8>,
 }
 
 pub fn fuzz_rules() -> FuzzJob {
     FuzzJob {
         owner: ShardPlan::owners(64, 7, 2, 0),
         labels: (0..64).map(|i| i % 3).collect(),
-        seen: vec![false; 64],
+        flags: vec![0; 64],
     }
 }
 
 impl FuzzJob {
     pub fn as_rules(&self) -> BatchRules<'_> {
-        BatchRules { rank: 0, epoch: 0, owner: &self.owner, labels: &self.labels, seen: &self.seen, num_classes: 3 }
+        BatchRules { rank: 0, epoch: 0, owner: &self.owner, labels: &self.labels, flags: &self.flags, num_classes: 3 }
+    }
+
+    /// A zeroed scratch bitset for [`check_chunk`].
+    pub fn marks(&self) -> Vec<u64> {
+        vec![0; self.flags.len().div_ceil(64)]
     }
 }
 
@@ -330,7 +361,12 @@ impl Aggregator {
     /// Validates one decoded batch of rank `w.rank` and stages it. On error
     /// nothing of this batch is staged (the caller then calls [`Self::abort_report`]).
     pub fn ingest(&mut self, w: &PartWriter, batch: &RecordBatch, what: &str) -> Result<usize> {
-        let (rank, epoch) = (w.rank, w.epoch);
+        self.stage_batch(w.epoch, w.rank, batch, what)
+    }
+
+    /// Validates one batch of rank `rank` for `epoch` and stages it (the
+    /// in-memory half of [`Self::ingest`]; benchmarks drive it directly).
+    pub fn stage_batch(&mut self, epoch: u32, rank: u32, batch: &RecordBatch, what: &str) -> Result<usize> {
         let classes = self.num_classes;
         let info = self.info.clone();
         let stage = self.stage_for(epoch, rank)?;
@@ -339,17 +375,16 @@ impl Aggregator {
             epoch,
             owner: &stage.owner,
             labels: &info.labels,
-            seen: &stage.seen,
+            flags: &stage.flags,
             num_classes: classes,
         };
-        let v = validate_batch(batch, &rules, what)?;
+        let v = validate_batch(batch, &rules, &mut stage.marks, what)?;
         for i in 0..v.len() {
             let s = v.sample_id[i] as usize;
             stage.gold_prob[s] = v.gold_prob[i];
             stage.margin[s] = v.margin[i];
-            stage.el2n[s] = v.el2n[i];
-            stage.correct[s] = v.correct.value(i);
-            stage.seen[s] = true;
+            stage.el2n[s] = v.el2n[i] as f32;
+            stage.flags[s] = SEEN | if v.correct.value(i) { CORRECT } else { 0 };
         }
         stage.staged += v.len() as u64;
         stage.rows[rank as usize] += v.len() as u64;
@@ -367,9 +402,9 @@ impl Aggregator {
     /// Drops everything rank `rank` staged for `epoch`: the stage is as if it never reported.
     pub fn abort_report(&mut self, epoch: u32, rank: u32) {
         if let Ok(stage) = self.stage_for(epoch, rank) {
-            for s in 0..stage.seen.len() {
-                if stage.owner[s] == rank && stage.seen[s] {
-                    stage.seen[s] = false;
+            for s in 0..stage.flags.len() {
+                if stage.owner[s] as u32 == rank && stage.flags[s] & SEEN != 0 {
+                    stage.flags[s] = 0;
                     stage.staged -= 1;
                 }
             }
@@ -409,18 +444,9 @@ impl Aggregator {
         let stage = self.stage.take().expect("commit with a stage");
         let epoch = stage.epoch;
         if self.record {
-            if stage.staged != stage.seen.len() as u64 {
-                let missing = stage.seen.iter().position(|s| !s).unwrap_or(0);
-                let err = CartoError::internal(format!(
-                    "epoch {epoch}: {} of {} samples reported (first missing: sample_id {missing})",
-                    stage.staged,
-                    stage.seen.len()
-                ));
+            if let Err(e) = Self::fold(&mut self.acc, &stage) {
                 self.stage = Some(stage);
-                return Err(err);
-            }
-            for s in 0..stage.seen.len() {
-                self.acc.observe(s, epoch, stage.gold_prob[s], stage.correct[s], stage.margin[s], stage.el2n[s])?;
+                return Err(e);
             }
             let pending = outputs::pending_dir(&self.out, epoch);
             let done = outputs::dynamics_part(&self.out, epoch, 0);
@@ -452,6 +478,34 @@ impl Aggregator {
             self.begin_epoch(epoch + 1);
         }
         Ok(Committed { summary, last })
+    }
+
+    /// Folds a complete stage into the accumulators (every sample once).
+    fn fold(acc: &mut SampleAccumulators, stage: &EpochStage) -> Result<()> {
+        let n = stage.flags.len();
+        if stage.staged != n as u64 {
+            let missing = stage.flags.iter().position(|f| f & SEEN == 0).unwrap_or(0);
+            return Err(CartoError::internal(format!(
+                "epoch {}: {} of {n} samples reported (first missing: sample_id {missing})",
+                stage.epoch, stage.staged
+            )));
+        }
+        for s in 0..n {
+            let correct = stage.flags[s] & CORRECT != 0;
+            acc.observe(s, stage.epoch, stage.gold_prob[s], correct, stage.margin[s], stage.el2n[s] as f64)?;
+        }
+        Ok(())
+    }
+
+    /// Folds the current (complete) stage into the accumulators and opens the
+    /// next epoch's, without files or reports: the in-memory half of a commit,
+    /// for benchmarks.
+    pub fn fold_stage(&mut self) -> Result<()> {
+        let stage = self.stage.take().ok_or_else(|| CartoError::internal("no stage to fold"))?;
+        Self::fold(&mut self.acc, &stage)?;
+        self.committed = stage.epoch + 1;
+        self.begin_epoch(stage.epoch + 1);
+        Ok(())
     }
 
     /// Drops the stage of an epoch that will not complete (job failed or

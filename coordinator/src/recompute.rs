@@ -223,11 +223,11 @@ pub fn recompute(dir: &Path, range: EpochRange) -> Result<Recomputed> {
         }
     }
     let want = selected.len() as u32;
-    if let Some(s) = acc.epochs.iter().position(|&e| e != want) {
+    if let Some(s) = (0..acc.len()).find(|&s| acc.epochs(s) != want) {
         return Err(CartoError::invalid(format!(
             "{}: sample_id {s} appears in {} of the {want} selected epochs; the dynamics are incomplete",
             dir.display(),
-            acc.epochs[s]
+            acc.epochs(s)
         )));
     }
     Ok(Recomputed {

@@ -125,7 +125,11 @@ async fn ingest_report(
     let (job_id, generation, rank, epoch) = (first.job_id.clone(), first.generation, first.rank, first.epoch);
     let handle = coord.running(&job_id, generation, rank)?;
     let agg = handle.aggregator;
-    let mut writer = agg.lock().unwrap().begin_report(epoch, rank)?;
+    let writer = agg.lock().unwrap().begin_report(epoch, rank)?;
+    // Decoding, validating, staging and writing the partition are CPU and
+    // disk work: they run on the blocking pool, so the async threads keep
+    // answering status calls while a large job's ranks report.
+    let mut writer = Some(writer);
     let mut next = Some(first);
     let mut index = 0usize;
     let outcome: Result<(), Status> = async {
@@ -140,28 +144,38 @@ async fn ingest_report(
                     chunk.arrow_ipc.len()
                 )));
             }
-            let batches = ipc::decode_chunk(&chunk.arrow_ipc, &what)?;
-            for batch in &batches {
-                let batch = &crate::aggregator::conform(batch, &what)?;
-                agg.lock().unwrap().ingest(&writer, batch, &what)?;
-                writer.write(batch)?;
-            }
+            let (agg, mut w) = (agg.clone(), writer.take().expect("writer between chunks"));
+            let (w, result) = tokio::task::spawn_blocking(move || {
+                let result = (|| -> Result<(), CartoError> {
+                    for batch in ipc::decode_chunk(&chunk.arrow_ipc, &what)? {
+                        let batch = crate::aggregator::conform(&batch, &what)?;
+                        agg.lock().unwrap().ingest(&w, &batch, &what)?;
+                        w.write(&batch)?;
+                    }
+                    Ok(())
+                })();
+                (w, result)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("staging a chunk: {e}")))?;
+            writer = Some(w);
+            result?;
             index += 1;
             next = stream.message().await?;
         }
         Ok(())
     }
     .await;
-    match outcome {
-        Ok(()) => {
+    match (outcome, writer) {
+        (Ok(()), Some(writer)) => {
             let rows = agg.lock().unwrap().finish_report(writer)?;
             debug!(rows, chunks = index, "report staged");
             Ok(rows)
         }
-        Err(e) => {
+        (outcome, writer) => {
             drop(writer);
             agg.lock().unwrap().abort_report(epoch, rank);
-            Err(e)
+            Err(outcome.err().unwrap_or_else(|| Status::internal("the report's writer was lost")))
         }
     }
 }

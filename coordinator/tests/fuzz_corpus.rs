@@ -36,7 +36,9 @@ fn the_corpus_never_panics_and_the_seeds_behave() {
         let path = e.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let result = check_chunk(&bytes, &rules, &name);
+        let mut marks = job.marks();
+        let result = check_chunk(&bytes, &rules, &mut marks, &name);
+        assert!(marks.iter().all(|&w| w == 0), "{name}: the scratch bitset is left clean");
         if name.starts_with("seed-good") {
             assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
         } else if name.starts_with("seed-bad") || name.starts_with("regression-") {

@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
     // still reach libfuzzer-sys's own catch_unwind and fail the run).
     static QUIET: std::sync::Once = std::sync::Once::new();
     QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
-    let rules = fuzz_rules();
-    let _ = check_chunk(data, &rules.as_rules(), "fuzz");
+    let job = fuzz_rules();
+    let mut marks = job.marks();
+    let _ = check_chunk(data, &job.as_rules(), &mut marks, "fuzz");
+    assert!(marks.iter().all(|&w| w == 0), "scratch bitset left dirty");
 });

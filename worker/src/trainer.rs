@@ -358,11 +358,13 @@ fn dynamics_rows(
     let cpu = logits.to_device(Device::Cpu).contiguous();
     let mut flat = vec![0f32; cpu.numel()];
     cpu.copy_data(&mut flat, cpu.numel());
-    let mut rows = DynamicsColumns::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        if item.padding {
-            continue;
-        }
+    // Rows go out in sample order: the coordinator stages them sequentially
+    // and the partition files' sample_id column compresses to almost nothing.
+    let mut order: Vec<usize> = (0..items.len()).filter(|&k| !items[k].padding).collect();
+    order.sort_unstable_by_key(|&k| items[k].sample);
+    let mut rows = DynamicsColumns::with_capacity(order.len());
+    for k in order {
+        let item = &items[k];
         let z = &flat[k * classes..(k + 1) * classes];
         if z.iter().any(|v| !v.is_finite()) {
             return Err(WorkerError::Diverged(format!(
