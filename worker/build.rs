@@ -1,5 +1,6 @@
 //! Links libtorch so its CUDA library loads on GPU hosts, and compiles the
-//! c10d shim (`csrc/c10d_shim.cpp`) against the wheel's headers.
+//! c10d shim (`csrc/c10d_shim.cpp`) and the autocast setting
+//! (`csrc/autocast.cpp`) against the wheel's headers.
 //!
 //! torch-sys links `torch_cuda` by name, but with the linker's default
 //! `--as-needed` a library none of our symbols reference is dropped from the
@@ -20,6 +21,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=CARTO_GLOO_INCLUDE");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
 
     let torch_include = lib.parent().expect("torch/lib has a parent").join("include");
     let gloo_include = std::env::var_os("CARTO_GLOO_INCLUDE").map(PathBuf::from);
@@ -41,6 +43,7 @@ fn main() {
         .pic(true)
         .warnings(false)
         .file("csrc/c10d_shim.cpp")
+        .file("csrc/autocast.cpp")
         .include(&torch_include)
         .include(torch_include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

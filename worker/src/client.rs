@@ -22,7 +22,8 @@ use tonic::transport::Channel;
 use tracing::{info, info_span, warn};
 
 use crate::collective::{backend_for, C10dGroup, Collective, GroupConfig, Single};
-use crate::data::TrainData;
+use crate::data::{TextEncoder, TrainData};
+use crate::transformer::{Arch, Pretrained};
 use crate::trainer::{self, EpochReport, Reporter, StepProgress, TrainJob};
 use crate::WorkerError;
 
@@ -413,7 +414,16 @@ fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &Grpc
             a.num_classes
         )));
     }
-    let data = TrainData::new(ds, spec.hash_bits(), device);
+    let encoder = match (Arch::from_model(spec.model()), spec.pretrained.as_deref()) {
+        (Some(arch), Some(dir)) => {
+            TextEncoder::Pretrained(Arc::new(Pretrained::open(std::path::Path::new(dir), arch, spec.max_len() as usize)?))
+        }
+        (Some(_), None) => {
+            return Err(WorkerError::Invalid(format!("model '{}' needs --pretrained DIR", spec.model())))
+        }
+        (None, _) => TextEncoder::Hashed(spec.hash_bits()),
+    };
+    let data = TrainData::encoded(ds, encoder, device)?;
     let eval = match spec.eval_dataset_spec()? {
         Some(e) => Some(data.held_out(dataset::load(&e)?)?),
         None => None,

@@ -1,12 +1,16 @@
 //! The dataset as the model sees it: standardised dense features on the
-//! device, or hashed n-grams for `bow`, plus the labels. A held-out set
+//! device, hashed n-grams for `bow` or a checkpoint's subword tokens for
+//! `bert` / `roberta`, plus the labels. A held-out set
 //! (`--eval-data`) is prepared with the *training* set's statistics and
 //! class names.
+
+use std::sync::Arc;
 
 use carto_common::dataset::{Dataset, Features};
 use tch::{Device, Kind, Tensor};
 
 use crate::text::{self, HashedText};
+use crate::transformer::{Pretrained, Tokens};
 use crate::WorkerError;
 
 pub enum Inputs {
@@ -14,6 +18,33 @@ pub enum Inputs {
     Dense(Tensor),
     /// Hashed unigrams and bigrams per row (CPU; gathered per batch).
     Text(HashedText),
+    /// Subword token ids per row (CPU; padded per batch).
+    Tokens(Tokens),
+}
+
+/// How text becomes model input.
+#[derive(Clone)]
+pub enum TextEncoder {
+    /// `bow`: unigrams and bigrams hashed into 2^bits buckets.
+    Hashed(u32),
+    /// `bert` / `roberta`: the checkpoint's tokenizer (the model is built from the same checkpoint).
+    Pretrained(Arc<Pretrained>),
+}
+
+impl TextEncoder {
+    fn encode(&self, texts: &[String], file: &str) -> Result<Inputs, WorkerError> {
+        Ok(match self {
+            TextEncoder::Hashed(bits) => Inputs::Text(text::hash_texts(texts, *bits)),
+            TextEncoder::Pretrained(p) => Inputs::Tokens(p.tokenizer.encode(texts, file)?),
+        })
+    }
+
+    fn input_dim(&self) -> usize {
+        match self {
+            TextEncoder::Hashed(bits) => 1 << bits,
+            TextEncoder::Pretrained(p) => p.config.vocab_size as usize,
+        }
+    }
 }
 
 /// Per-feature mean and standard deviation, fitted on the training rows in
@@ -66,7 +97,7 @@ pub struct TrainData {
     /// Fitted on this (training) set; applied to held-out sets.
     standardizer: Option<Standardizer>,
     label_names: Option<Vec<String>>,
-    hash_bits: u32,
+    encoder: TextEncoder,
     device: Device,
 }
 
@@ -75,18 +106,24 @@ fn dense_tensor(values: &[f32], rows: usize, dim: usize, device: Device) -> Tens
 }
 
 impl TrainData {
+    /// Numbers, or text hashed for `bow`.
     pub fn new(ds: Dataset, hash_bits: u32, device: Device) -> TrainData {
+        Self::encoded(ds, TextEncoder::Hashed(hash_bits), device).expect("hashing text cannot fail")
+    }
+
+    pub fn encoded(ds: Dataset, encoder: TextEncoder, device: Device) -> Result<TrainData, WorkerError> {
         let labels = Tensor::from_slice(&ds.labels).to_device(device);
         let rows = ds.labels.len();
+        let file = ds.path.display().to_string();
         let (inputs, input_dim, standardizer) = match ds.features {
             Features::Dense { dim, mut values } => {
                 let s = Standardizer::fit(&values, dim);
                 s.apply(&mut values);
                 (Inputs::Dense(dense_tensor(&values, rows, dim, device)), dim, Some(s))
             }
-            Features::Text(texts) => (Inputs::Text(text::hash_texts(&texts, hash_bits)), 1 << hash_bits, None),
+            Features::Text(texts) => (encoder.encode(&texts, &file)?, encoder.input_dim(), None),
         };
-        TrainData {
+        Ok(TrainData {
             inputs,
             labels,
             labels_cpu: ds.labels,
@@ -94,8 +131,16 @@ impl TrainData {
             input_dim,
             standardizer,
             label_names: ds.label_names,
-            hash_bits,
+            encoder,
             device,
+        })
+    }
+
+    /// The checkpoint whose tokenizer encoded the text, if any.
+    pub fn pretrained(&self) -> Option<&Pretrained> {
+        match &self.encoder {
+            TextEncoder::Pretrained(p) => Some(p),
+            TextEncoder::Hashed(_) => None,
         }
     }
 
@@ -146,7 +191,7 @@ impl TrainData {
                     self.input_dim
                 )))
             }
-            (Features::Text(texts), None) => Inputs::Text(text::hash_texts(&texts, self.hash_bits)),
+            (Features::Text(texts), None) => self.encoder.encode(&texts, &file)?,
             (Features::Text(_), Some(_)) => {
                 return Err(WorkerError::Invalid(format!("{file}: text features, the training data is numeric")))
             }
@@ -159,7 +204,7 @@ impl TrainData {
             input_dim: self.input_dim,
             standardizer: self.standardizer.clone(),
             label_names: self.label_names.clone(),
-            hash_bits: self.hash_bits,
+            encoder: self.encoder.clone(),
             device: self.device,
         })
     }

@@ -6,7 +6,9 @@
 //! - [`trainer`]: the training loop and the dynamics recorder.
 //! - [`model`], [`optim`], [`data`], [`text`]: models, Adam, inputs, hashing.
 //! - [`collective`]: gradient all-reduce across ranks.
+//! - [`transformer`]: BERT / RoBERTa from Hugging Face checkpoints.
 
+pub mod autocast;
 pub mod checkpoint;
 pub mod client;
 pub mod collective;
@@ -15,6 +17,7 @@ pub mod model;
 pub mod optim;
 pub mod text;
 pub mod trainer;
+pub mod transformer;
 
 /// Why a rank stopped.
 #[derive(Debug, thiserror::Error)]

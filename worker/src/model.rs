@@ -1,5 +1,6 @@
-//! The classifiers: `linear`, `mlp` and `bow` (fastText-like: hashed n-gram
-//! embeddings, averaged, then a linear layer).
+//! The classifiers: `linear`, `mlp`, `bow` (fastText-like: hashed n-gram
+//! embeddings, averaged, then a linear layer), and `bert` / `roberta`
+//! fine-tuned from a pretrained checkpoint ([`crate::transformer`]).
 //!
 //! Dense parameters live in a VarStore and are listed in name order, so every
 //! rank flattens and reduces them identically. The `bow` embedding table lives
@@ -11,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::Inputs;
 use crate::optim::{AdamConfig, LazyAdam};
+use crate::transformer::{self, Pretrained, Transformer};
 use crate::WorkerError;
 
 pub struct ModelConfig<'a> {
@@ -20,12 +22,15 @@ pub struct ModelConfig<'a> {
     pub hidden: usize,
     pub embed_dim: usize,
     pub hash_buckets: usize,
+    /// The checkpoint of `bert` / `roberta`.
+    pub pretrained: Option<&'a Pretrained>,
 }
 
 enum Net {
     Linear(nn::Linear),
     Mlp(nn::Linear, nn::Linear),
     Bow(Bow),
+    Transformer(Box<Transformer>),
 }
 
 struct Bow {
@@ -67,13 +72,30 @@ impl Model {
                     touched: None,
                 })
             }
+            "bert" | "roberta" => {
+                let p = cfg.pretrained.ok_or_else(|| {
+                    WorkerError::Invalid(format!("model '{}' needs --pretrained DIR", cfg.kind))
+                })?;
+                let net = Transformer::new(&root, &p.config, c);
+                let fresh = transformer::weights::load(&vs, &p.dir, &p.config)?;
+                if !fresh.is_empty() {
+                    tracing::info!(dir = %p.dir.display(), tensors = fresh.len(), "no classification head in the checkpoint: a fresh one");
+                }
+                Net::Transformer(Box::new(net))
+            }
             other => {
                 return Err(WorkerError::Unsupported(format!(
-                    "model '{other}' is not available in this worker (linear, mlp, bow)"
+                    "model '{other}' is not available in this worker (linear, mlp, bow, bert, roberta)"
                 )))
             }
         };
         Ok(Model { vs, net, device })
+    }
+
+    /// Whether this is a pretrained transformer (fine-tuned with warmup,
+    /// weight decay and gradient clipping).
+    pub fn is_transformer(&self) -> bool {
+        matches!(self.net, Net::Transformer(_))
     }
 
     /// Dense trainable parameters, in name order.
@@ -127,6 +149,15 @@ impl Model {
                 let logits = b.head.forward(&bag);
                 b.touched = train.then_some((uniq_t, rows));
                 logits
+            }
+            (Net::Transformer(t), Inputs::Tokens(tokens)) => {
+                let (ids, mask) = tokens.batch(samples, device);
+                // bfloat16 autocast on GPU (no loss scaling needed); float32 on CPU.
+                if device.is_cuda() {
+                    crate::autocast::bf16(|| t.forward(&ids, &mask, train))
+                } else {
+                    t.forward(&ids, &mask, train)
+                }
             }
             _ => panic!("model and inputs disagree (text model on dense features or vice versa)"),
         }

@@ -16,8 +16,22 @@ use crate::checkpoint;
 use crate::collective::{all_reduce_rows, Collective};
 use crate::data::TrainData;
 use crate::model::{Model, ModelConfig};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{linear_warmup, Adam, AdamConfig};
 use crate::WorkerError;
+
+/// Fine-tuning a pretrained transformer as the paper's code does
+/// (transformers' run_glue): AdamW with this weight decay on all but biases
+/// and LayerNorm weights, the learning rate warmed up linearly over this
+/// fraction of all steps and then decayed linearly to 0, gradients clipped
+/// to this global norm.
+pub const FINE_TUNE_WEIGHT_DECAY: f64 = 0.01;
+pub const FINE_TUNE_WARMUP: f64 = 0.06;
+pub const FINE_TUNE_MAX_GRAD_NORM: f64 = 1.0;
+
+/// Whether a transformer parameter is exempt from weight decay.
+fn no_decay(name: &str) -> bool {
+    name.ends_with(".bias") || name.contains("LayerNorm.weight")
+}
 
 /// Live progress of the running epoch (sent with heartbeats).
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,6 +128,7 @@ pub fn train(
             hidden: spec.hidden() as usize,
             embed_dim: spec.embed_dim() as usize,
             hash_buckets: 1 << spec.hash_bits(),
+            pretrained: data.pretrained(),
         },
         job.device,
     )?;
@@ -128,9 +143,19 @@ pub fn train(
         Ok(())
     })?;
     let adam = AdamConfig::new(spec.lr());
-    let params: Vec<Tensor> = model.dense_params().into_iter().map(|(_, t)| t).collect();
-    let mut opt = Adam::new(adam, params);
+    let fine_tune = model.is_transformer();
+    let (names, params): (Vec<String>, Vec<Tensor>) = model.dense_params().into_iter().unzip();
+    let mut opt = if fine_tune {
+        let decay = names.iter().map(|n| if no_decay(n) { 0.0 } else { FINE_TUNE_WEIGHT_DECAY }).collect();
+        Adam::with_decay(adam, params, decay)
+    } else {
+        Adam::new(adam, params)
+    };
     model.init_sparse_optimizer(adam);
+    // --lr 0 maps the model as loaded: no gradients, no steps.
+    let frozen = spec.lr() == 0.0;
+    let total_steps = plan.steps_per_epoch() * spec.epochs() as u64;
+    let warmup_steps = (FINE_TUNE_WARMUP * total_steps as f64 + 0.5).floor() as u64;
     if let Some(path) = &job.resume_from {
         let epoch = checkpoint::load(path, &mut model, &mut opt)?;
         if epoch + 1 != job.start_epoch {
@@ -170,7 +195,11 @@ pub fn train(
             let mask = Tensor::from_slice(&mask_v).to_device(job.device);
             let y = data.labels.index_select(0, &idx);
 
-            let logits = model.forward(&data.inputs, &samples, true);
+            let logits = if frozen {
+                tch::no_grad(|| model.forward(&data.inputs, &samples, true))
+            } else {
+                model.forward(&data.inputs, &samples, true)
+            };
             let per_sample = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::None, -100, 0.0);
             // Sum over this rank's real samples divided by the real samples of
             // the global step: summed over ranks this is the global mean, so
@@ -178,17 +207,25 @@ pub fn train(
             let denom = plan.global_real_in_step(step as u64).max(1) as f64;
             let loss = (&per_sample * &mask).sum(Kind::Float) / denom;
 
-            opt.zero_grad();
-            loss.backward();
-            sync_gradients(&mut model, collective)?;
-            opt.step();
-            if let Some((ids, grad)) = model.sparse_grad() {
-                let (ids, grad) = if collective.world_size() > 1 {
-                    tch::no_grad(|| all_reduce_rows(collective, &ids, &grad))?
-                } else {
-                    (ids, grad)
-                };
-                model.sparse_step(&ids, &grad);
+            if !frozen {
+                opt.zero_grad();
+                loss.backward();
+                sync_gradients(&mut model, collective)?;
+                if fine_tune {
+                    // After the all-reduce, so every rank clips the same global gradient.
+                    opt.clip_grad_norm(FINE_TUNE_MAX_GRAD_NORM);
+                    let t = epoch as u64 * plan.steps_per_epoch() + step as u64;
+                    opt.set_lr(spec.lr() * linear_warmup(t, total_steps, warmup_steps));
+                }
+                opt.step();
+                if let Some((ids, grad)) = model.sparse_grad() {
+                    let (ids, grad) = if collective.world_size() > 1 {
+                        tch::no_grad(|| all_reduce_rows(collective, &ids, &grad))?
+                    } else {
+                        (ids, grad)
+                    };
+                    model.sparse_step(&ids, &grad);
+                }
             }
 
             tch::no_grad(|| {
