@@ -176,6 +176,9 @@ pub fn train(
     for epoch in job.start_epoch..spec.epochs() {
         let _span = info_span!("epoch", job = job.job_id, generation = job.generation, rank = plan.rank, epoch)
             .entered();
+        // Dropout draws from libtorch's generator: seeding it per (seed, epoch,
+        // rank) makes an epoch rerun after a resume draw the same masks.
+        tch::manual_seed(epoch_seed(spec.seed(), epoch, plan.rank));
         let started = Instant::now();
         let items = plan.rank_items(epoch);
         let logits_buf = Tensor::zeros([items.len() as i64, classes], (Kind::Float, job.device));
@@ -313,6 +316,11 @@ pub fn train(
         }
     }
     Ok(model)
+}
+
+fn epoch_seed(seed: u64, epoch: u32, rank: u32) -> i64 {
+    let x = seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (rank as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (x >> 1) as i64
 }
 
 /// Loss sum and correct count of the current model on this rank's share of a
