@@ -17,6 +17,7 @@ pub mod dynamics;
 pub mod error;
 pub mod ipc;
 pub mod metrics;
+pub mod memory;
 pub mod proto;
 pub mod sampler;
 pub mod spec;

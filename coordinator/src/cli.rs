@@ -251,8 +251,17 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Metrics(a) => {
+            carto_common::memory::keep_freed_memory();
+            let started = std::time::Instant::now();
             let r = recompute::recompute(&a.dynamics, a.epochs.unwrap_or(EpochRange::ALL))?;
+            let folded = started.elapsed();
             write_metrics(&a.out, &r)?;
+            tracing::info!(
+                samples = r.acc.len(),
+                read_fold_s = folded.as_secs_f64(),
+                write_s = (started.elapsed() - folded).as_secs_f64(),
+                "metrics recomputed"
+            );
             println!(
                 "carto: wrote {} ({} samples, epochs {:?})",
                 a.out.display(),

@@ -12,6 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use carto_common::metrics::SampleAccumulators;
 use carto_common::{CartoError, Result};
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -59,10 +60,18 @@ pub fn pending_dir(out: &Path, epoch: u32) -> PathBuf {
     out.join(DYNAMICS_DIR).join(format!(".epoch={epoch}.pending"))
 }
 
-/// Writer properties shared by all outputs: zstd, statistics on.
+/// Writer properties shared by all outputs: zstd level 1 (level 3 cost more
+/// time for 1% smaller files), statistics on, dictionaries only for labels.
+/// Floats stay PLAIN: BYTE_STREAM_SPLIT made files 7% smaller but
+/// parquet-rs decodes it more slowly than zstd saves.
 pub fn writer_props(label_names: Option<&[String]>) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
+        // Floats and ids never repeat: trying a dictionary first costs a
+        // hash per value (perf: 5% of `carto metrics`) for nothing.
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("label".into(), true)
+        .set_column_dictionary_enabled("label_name".into(), true)
         .set_created_by(format!("carto {}", env!("CARGO_PKG_VERSION")));
     if let Some(names) = label_names {
         b = b.set_key_value_metadata(Some(vec![KeyValue::new(
@@ -156,12 +165,76 @@ pub fn write_parquet_atomic(path: &Path, batch: &RecordBatch, label_names: Optio
     }
     let tmp = in_progress_path(path);
     let file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
-    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(writer_props(label_names)))
-        .map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
-    w.write(batch).map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
-    let file = w.into_inner().map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
+    let bad = |e: parquet::errors::ParquetError| CartoError::internal(format!("{}: {e}", path.display()));
+    let w = ArrowWriter::try_new(file, batch.schema(), Some(writer_props(label_names))).map_err(bad)?;
+    let file = write_columns_parallel(w, batch).map_err(bad)?;
     file.sync_all().map_err(|e| CartoError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| CartoError::io(path, e))
+}
+
+/// Rows per row group of files written whole (ArrowWriter's default).
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// Encodes `batch` with its columns spread over one thread per core (the
+/// metrics table of 2M samples: 0.75 s on one thread, compression and page
+/// statistics dominating), then writes the footer. Same file as
+/// `ArrowWriter::write`, column chunks in schema order.
+fn write_columns_parallel<W: std::io::Write + Send>(
+    w: ArrowWriter<W>,
+    batch: &RecordBatch,
+) -> parquet::errors::Result<W> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(batch.num_columns()).max(1);
+    let (mut file, factory) = w.into_serialized_writer()?;
+    let schema = batch.schema();
+    let mut start = 0;
+    let mut index = 0;
+    while start < batch.num_rows() {
+        let part = batch.slice(start, ROW_GROUP_ROWS.min(batch.num_rows() - start));
+        let mut jobs = Vec::new();
+        let mut writers = factory.create_column_writers(index)?.into_iter();
+        for (field, column) in schema.fields().iter().zip(part.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                let writer = writers.next().expect("one writer per leaf");
+                jobs.push((jobs.len(), writer, leaf));
+            }
+        }
+        let mut per_thread: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+        for job in jobs {
+            let t = job.0 % threads;
+            per_thread[t].push(job);
+        }
+        let mut chunks = std::thread::scope(|scope| {
+            let handles: Vec<_> = per_thread
+                .into_iter()
+                .map(|mine| {
+                    scope.spawn(move || {
+                        mine.into_iter()
+                            .map(|(k, mut writer, leaf)| {
+                                writer.write(&leaf)?;
+                                Ok((k, writer.close()?))
+                            })
+                            .collect::<parquet::errors::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("column encoder panicked"))
+                .collect::<parquet::errors::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        chunks.sort_by_key(|(k, _)| *k);
+        let mut row_group = file.next_row_group()?;
+        for (_, chunk) in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        start += part.num_rows();
+        index += 1;
+    }
+    file.into_inner()
 }
 
 /// Writes `text` to `path` atomically.
