@@ -401,6 +401,8 @@ impl Sampler {
 #[derive(Debug, Default, Clone, Copy)]
 struct EpochTimes {
     start: Option<Instant>,
+    /// The first rank's report in, and the last one's.
+    first_report_in: Option<Instant>,
     reports_in: Option<Instant>,
     done: Option<Instant>,
     rows: u64,
@@ -728,6 +730,7 @@ impl SimWorker {
             {
                 let mut times = self.shared.epochs.lock().unwrap();
                 let t = &mut times[epoch as usize];
+                t.first_report_in = Some(t.first_report_in.map_or(reported, |r| r.min(reported)));
                 t.reports_in = Some(t.reports_in.map_or(reported, |r| r.max(reported)));
                 t.done = Some(t.done.map_or(finished, |d| d.max(finished)));
                 t.rows += rows;
@@ -844,6 +847,7 @@ fn report(
                 "epoch": e,
                 "rows": t.rows,
                 "ingest_seconds": round3(ingest),
+                "first_report_in_seconds": round3((t.first_report_in.unwrap() - start).as_secs_f64()),
                 "rows_per_sec": (t.rows as f64 / ingest).round(),
                 // After the last report: the commit (fold, rename); for the last
                 // epoch also metrics.parquet, the data map and suspects.csv.
