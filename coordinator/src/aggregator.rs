@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use arrow::buffer::BooleanBuffer;
 use carto_common::dynamics::{self, DynamicsView};
+use carto_common::memory::prefetch;
 use carto_common::metrics::SampleAccumulators;
 use carto_common::proto::v1 as pb;
 use carto_common::sampler::ShardPlan;
@@ -55,18 +57,38 @@ struct EpochStage {
     started: Instant,
 }
 
+/// A zeroed per-sample array in huge pages where offered (random access
+/// from many ranks' rows; see `carto_common::memory`).
+fn table<T: Clone + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::new();
+    carto_common::memory::reserve_huge(&mut v, n);
+    v.resize(n, T::default());
+    v
+}
+
 impl EpochStage {
-    fn new(epoch: u32, plan: &StagePlan) -> Self {
+    /// The stage of `epoch`, reusing `spare`'s arrays (the previous epoch's
+    /// stage) when it has them: no fresh pages to fault in and zero while
+    /// rows arrive, and only the flags need clearing (values are read only
+    /// where a flag says SEEN; `marks` is left clean by every batch).
+    fn new(epoch: u32, plan: &StagePlan, spare: Option<EpochStage>) -> Self {
         let n = plan.num_samples as usize;
         let w = plan.world_size as usize;
+        let (gold_prob, margin, el2n, flags, marks) = match spare {
+            Some(mut s) if s.flags.len() == n => {
+                s.flags.fill(0);
+                (s.gold_prob, s.margin, s.el2n, s.flags, s.marks)
+            }
+            _ => (table(n), table(n), table(n), table(n), vec![0; n.div_ceil(64)]),
+        };
         EpochStage {
             epoch,
             owner: ShardPlan::owners(plan.num_samples, plan.seed, plan.world_size, epoch),
-            gold_prob: vec![0.0; n],
-            margin: vec![0.0; n],
-            el2n: vec![0.0; n],
-            flags: vec![0; n],
-            marks: vec![0; n.div_ceil(64)],
+            gold_prob,
+            margin,
+            el2n,
+            flags,
+            marks,
             staged: 0,
             rows: vec![0; w],
             reported: vec![false; w],
@@ -126,6 +148,9 @@ pub struct Committed {
     pub last: bool,
 }
 
+/// Rows ahead that validation and staging prefetch the sample's entries.
+const PREFETCH_AHEAD: usize = 32;
+
 /// What a batch of one rank's report is checked against.
 pub struct BatchRules<'a> {
     pub rank: u32,
@@ -147,17 +172,77 @@ pub struct BatchRules<'a> {
 /// return (duplicates within the batch, without hashing).
 pub fn validate_batch<'b>(batch: &'b RecordBatch, r: &BatchRules, marks: &mut [u64], what: &str) -> Result<DynamicsView<'b>> {
     let v = DynamicsView::new(batch, what)?;
-    let result = check_rows(&v, r, marks, what);
-    // Unmark what was marked, whether or not the batch passed.
+    // Workers send rows sorted by sample id: strictly increasing ids cannot
+    // repeat within the batch, and the bitset (a read-modify-write chain on
+    // one word per 64 rows, perf: a third of validation) is skipped.
+    let sorted = v.sample_id.windows(2).fold(true, |ok, w| ok & (w[0] < w[1]));
+    let result = check_rows(&v, r, marks, sorted, what);
+    if !sorted || result.is_err() {
+        unmark(&v, r, marks);
+    }
+    result.map(|_| v)
+}
+
+/// The checks of [`first_bad_row`] as branch-light passes: value checks
+/// column by column (the compiler vectorises them), then one pass over the
+/// sample ids for what needs the job's tables. Unless `sorted` (strictly
+/// increasing ids), marks each row's sample in `marks`. A batch that fails
+/// is then walked row by row for the message.
+fn rows_ok(v: &DynamicsView, r: &BatchRules, marks: &mut [u64], sorted: bool) -> bool {
+    let classes = r.num_classes;
+    let mut ok = v.gold_prob.iter().fold(true, |ok, &p| ok & (p >= 0.0) & (p <= 1.0));
+    ok &= v.margin.iter().chain(v.el2n).chain(v.loss).fold(true, |ok, x| ok & x.is_finite());
+    ok &= v.pred.iter().fold(true, |ok, &p| ok & (p >= 0) & (p < classes));
+    let agree = BooleanBuffer::collect_bool(v.len(), |i| v.pred[i] == v.label[i]);
+    ok &= (&agree ^ v.correct.values()).count_set_bits() == 0;
+    if !ok {
+        return false;
+    }
+    let n = r.flags.len();
+    for (i, &s) in v.sample_id.iter().enumerate() {
+        // One rank's ids skip through the tables (world > 1): prefetch.
+        if let Some(&ahead) = v.sample_id.get(i + PREFETCH_AHEAD) {
+            let a = ahead as usize;
+            prefetch(r.owner, a);
+            prefetch(r.labels, a);
+            prefetch(r.flags, a);
+        }
+        let su = s as usize; // negative ids wrap to huge and fail the range check
+        if su >= n || r.owner[su] as u32 != r.rank || r.flags[su] & SEEN != 0 || v.label[i] != r.labels[su] {
+            return false;
+        }
+        if sorted {
+            continue;
+        }
+        let (word, bit) = (su / 64, 1u64 << (su % 64));
+        if marks[word] & bit != 0 {
+            return false;
+        }
+        marks[word] |= bit;
+    }
+    true
+}
+
+fn check_rows(v: &DynamicsView, r: &BatchRules, marks: &mut [u64], sorted: bool, what: &str) -> Result<()> {
+    if rows_ok(v, r, marks, sorted) {
+        return Ok(());
+    }
+    unmark(v, r, marks);
+    first_bad_row(v, r, marks, what)?;
+    Err(CartoError::internal(format!("{what}: batch failed its checks but no row did")))
+}
+
+/// Clears the batch's samples from `marks`.
+fn unmark(v: &DynamicsView, r: &BatchRules, marks: &mut [u64]) {
     for &s in v.sample_id {
         if s >= 0 && (s as usize) < r.flags.len() {
             marks[s as usize / 64] &= !(1u64 << (s as usize % 64));
         }
     }
-    result.map(|_| v)
 }
 
-fn check_rows(v: &DynamicsView, r: &BatchRules, marks: &mut [u64], what: &str) -> Result<()> {
+/// Finds the first row that breaks a rule and says which rule.
+fn first_bad_row(v: &DynamicsView, r: &BatchRules, marks: &mut [u64], what: &str) -> Result<()> {
     let n = r.flags.len() as i64;
     let (rank, epoch, classes) = (r.rank, r.epoch, r.num_classes);
     let bad = |i: usize, msg: String| {
@@ -269,6 +354,8 @@ pub struct Aggregator {
     record: bool,
     acc: SampleAccumulators,
     stage: Option<EpochStage>,
+    /// The last folded or discarded stage, whose arrays the next one reuses.
+    spare: Option<EpochStage>,
     /// Epochs folded into `acc`: the next epoch to train.
     committed: u32,
 }
@@ -294,6 +381,7 @@ impl Aggregator {
             record,
             acc: SampleAccumulators::new(n),
             stage: None,
+            spare: None,
             committed: 0,
         }
     }
@@ -309,7 +397,7 @@ impl Aggregator {
 
     /// Opens the stage of `epoch` (the next uncommitted one).
     pub fn begin_epoch(&mut self, epoch: u32) {
-        self.stage = Some(EpochStage::new(epoch, &self.plan));
+        self.stage = Some(EpochStage::new(epoch, &self.plan, self.spare.take()));
     }
 
     pub fn current_epoch(&self) -> Option<u32> {
@@ -379,12 +467,19 @@ impl Aggregator {
             num_classes: classes,
         };
         let v = validate_batch(batch, &rules, &mut stage.marks, what)?;
-        for i in 0..v.len() {
-            let s = v.sample_id[i] as usize;
+        let correct = v.correct.values();
+        for (i, &s) in v.sample_id.iter().enumerate() {
+            if let Some(&ahead) = v.sample_id.get(i + PREFETCH_AHEAD) {
+                let a = ahead as usize;
+                prefetch(&stage.gold_prob, a);
+                prefetch(&stage.margin, a);
+                prefetch(&stage.el2n, a);
+            }
+            let s = s as usize;
             stage.gold_prob[s] = v.gold_prob[i];
             stage.margin[s] = v.margin[i];
             stage.el2n[s] = v.el2n[i] as f32;
-            stage.flags[s] = SEEN | if v.correct.value(i) { CORRECT } else { 0 };
+            stage.flags[s] = SEEN | if correct.value(i) { CORRECT } else { 0 };
         }
         stage.staged += v.len() as u64;
         stage.rows[rank as usize] += v.len() as u64;
@@ -473,6 +568,7 @@ impl Aggregator {
             eval_accuracy: (eval_samples > 0).then(|| eval_correct as f64 / eval_samples as f64),
         };
         self.committed = epoch + 1;
+        self.spare = Some(stage);
         let last = epoch + 1 >= self.epochs_total;
         if !last {
             self.begin_epoch(epoch + 1);
@@ -497,14 +593,14 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Folds the current (complete) stage into the accumulators and opens the
-    /// next epoch's, without files or reports: the in-memory half of a commit,
-    /// for benchmarks.
+    /// Folds the current (complete) stage into the accumulators, without
+    /// files, reports or the next epoch's stage: the in-memory half of a
+    /// commit, for benchmarks.
     pub fn fold_stage(&mut self) -> Result<()> {
         let stage = self.stage.take().ok_or_else(|| CartoError::internal("no stage to fold"))?;
         Self::fold(&mut self.acc, &stage)?;
         self.committed = stage.epoch + 1;
-        self.begin_epoch(stage.epoch + 1);
+        self.spare = Some(stage);
         Ok(())
     }
 
@@ -513,6 +609,7 @@ impl Aggregator {
     pub fn discard_stage(&mut self) {
         if let Some(stage) = self.stage.take() {
             let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out, stage.epoch));
+            self.spare = Some(stage);
         }
     }
 
@@ -544,5 +641,75 @@ impl Aggregator {
         let path = self.out.join(outputs::METRICS_FILE);
         outputs::write_parquet_atomic(&path, &batch, self.info.label_names.as_deref())?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carto_common::dynamics::DynamicsColumns;
+    use carto_common::metrics::RowStats;
+
+    /// Rank 0's rows of the fuzz job, valid.
+    fn rank0_rows(job: &FuzzJob) -> DynamicsColumns {
+        rank0_rows_ordered(job, false)
+    }
+
+    fn rank0_rows_ordered(job: &FuzzJob, reversed: bool) -> DynamicsColumns {
+        let mut c = DynamicsColumns::with_capacity(32);
+        let mut ids: Vec<usize> = (0..64).filter(|&s| job.owner[s] == 0).collect();
+        if reversed {
+            ids.reverse();
+        }
+        for s in ids {
+            let label = job.labels[s];
+            let z = [s as f64 * 0.1, 0.3, -0.2];
+            c.push(s as i64, label, &RowStats::from_logits(&z, label as usize));
+        }
+        c
+    }
+
+    fn check(job: &FuzzJob, c: &DynamicsColumns) -> std::result::Result<(), String> {
+        let mut marks = job.marks();
+        let batch = c.to_batch();
+        let r = validate_batch(&batch, &job.as_rules(), &mut marks, "chunk 3").map(|_| ()).map_err(|e| e.to_string());
+        assert!(marks.iter().all(|&w| w == 0), "scratch bitset left clean");
+        r
+    }
+
+    #[test]
+    fn each_rule_names_the_first_bad_row() {
+        let job = fuzz_rules();
+        let good = rank0_rows(&job);
+        assert_eq!(check(&job, &good), Ok(()));
+        // Unsorted batches take the bitset path for duplicates.
+        let mut rev = rank0_rows_ordered(&job, true);
+        assert_eq!(check(&job, &rev), Ok(()));
+        rev.sample_id[5] = rev.sample_id[1];
+        let err = check(&job, &rev).unwrap_err();
+        assert!(err.contains("row 5") && err.contains("duplicate row"), "{err}");
+        let other_rank = (0..64).find(|&s| job.owner[s] == 1).unwrap() as i64;
+        let cases: Vec<(&str, Box<dyn Fn(&mut DynamicsColumns)>)> = vec![
+            ("outside the dataset's 64 rows", Box::new(|c| c.sample_id[2] = 64)),
+            ("outside the dataset's 64 rows", Box::new(|c| c.sample_id[2] = -1)),
+            ("not in rank 0's shard", Box::new(move |c| c.sample_id[2] = other_rank)),
+            ("duplicate row for epoch 0", Box::new(|c| c.sample_id[2] = c.sample_id[1])),
+            ("but the dataset says", Box::new(|c| c.label[2] = (c.label[2] + 1) % 3)),
+            ("is not a probability", Box::new(|c| c.gold_prob[2] = 1.5)),
+            ("is not a probability", Box::new(|c| c.gold_prob[2] = f64::NAN)),
+            ("margin is inf", Box::new(|c| c.margin[2] = f64::INFINITY)),
+            ("loss is NaN", Box::new(|c| c.loss[2] = f64::NAN)),
+            ("pred 3 is not a class index", Box::new(|c| c.pred[2] = 3)),
+            ("correct disagrees", Box::new(|c| c.correct[2] = !c.correct[2])),
+        ];
+        for (want, break_row) in cases {
+            let mut c = rank0_rows(&job);
+            break_row(&mut c);
+            // A second, later fault: the message must still name row 2.
+            let last = c.len() - 1;
+            c.gold_prob[last] = -0.5;
+            let err = check(&job, &c).unwrap_err();
+            assert!(err.starts_with("chunk 3: row 2 (sample_id") && err.contains(want), "{want}: {err}");
+        }
     }
 }
