@@ -121,7 +121,10 @@ impl PartWriter {
         w.write(batch).map_err(|e| CartoError::internal(format!("{}: {e}", self.tmp.display())))
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// Closes the part (last row group, footer), fsyncs it and gives it its
+    /// final name in the pending partition. Callers run it before taking the
+    /// aggregator's lock: it is the slow half of finishing a report.
+    pub fn finish(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
             let f = w.into_inner().map_err(|e| CartoError::internal(format!("{}: {e}", self.tmp.display())))?;
             f.sync_all().map_err(|e| CartoError::io(&self.tmp, e))?;
@@ -440,7 +443,7 @@ impl Aggregator {
         let writer = ArrowWriter::try_new(
             file,
             dynamics::schema(),
-            Some(outputs::writer_props(self.info.label_names.as_deref())),
+            Some(outputs::part_writer_props(self.info.label_names.as_deref())),
         )
         .map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
         Ok(PartWriter { rank, epoch, tmp, path, writer: Some(writer) })

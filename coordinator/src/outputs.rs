@@ -65,6 +65,21 @@ pub fn pending_dir(out: &Path, epoch: u32) -> PathBuf {
 /// Floats stay PLAIN: BYTE_STREAM_SPLIT made files 7% smaller but
 /// parquet-rs decodes it more slowly than zstd saves.
 pub fn writer_props(label_names: Option<&[String]>) -> WriterProperties {
+    props_builder(label_names).build()
+}
+
+/// Rows per row group of a rank's dynamics part: the writer buffers a row
+/// group until it is full, so smaller groups encode as chunks arrive instead
+/// of holding a rank's whole share (32 bytes/sample at 20M samples) until
+/// the report ends.
+pub const PART_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// [`writer_props`] for a rank's dynamics part, streamed chunk by chunk.
+pub fn part_writer_props(label_names: Option<&[String]>) -> WriterProperties {
+    props_builder(label_names).set_max_row_group_row_count(Some(PART_ROW_GROUP_ROWS)).build()
+}
+
+fn props_builder(label_names: Option<&[String]>) -> parquet::file::properties::WriterPropertiesBuilder {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
         // Floats and ids never repeat: trying a dictionary first costs a
@@ -79,7 +94,7 @@ pub fn writer_props(label_names: Option<&[String]>) -> WriterProperties {
             serde_json::to_string(names).expect("strings serialise"),
         )]));
     }
-    b.build()
+    b
 }
 
 /// Builds the `metrics.parquet` table (contract columns, in contract order).

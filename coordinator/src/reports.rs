@@ -53,8 +53,7 @@ pub fn suspects_report(
 ) -> Result<(Vec<Suspect>, Context)> {
     let what = metrics_path.display().to_string();
     let metrics = crate::recompute::read_metrics(metrics_path)?;
-    let mut rows = suspects::rank(&metrics, &what)?;
-    rows.truncate(top);
+    let mut rows = suspects::rank(&metrics, top, &what)?;
     let default_dynamics = metrics_path.parent().unwrap_or(Path::new(".")).join(outputs::DYNAMICS_DIR);
     let dynamics = dynamics.map(Path::to_path_buf).or_else(|| default_dynamics.is_dir().then_some(default_dynamics));
     if let Some(dir) = dynamics {
@@ -108,8 +107,7 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
     let report = (|| -> Result<()> {
         let what = metrics.display().to_string();
         let table = crate::recompute::read_metrics(&metrics)?;
-        let mut rows = suspects::rank(&table, &what)?;
-        rows.truncate(SUSPECTS_AT_JOB_END);
+        let mut rows = suspects::rank(&table, SUSPECTS_AT_JOB_END, &what)?;
         let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
         let modes = suspects::most_predicted(&out.join(outputs::DYNAMICS_DIR), &wanted)?;
         for r in rows.iter_mut() {

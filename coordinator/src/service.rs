@@ -166,15 +166,23 @@ async fn ingest_report(
         Ok(())
     }
     .await;
+    // Closing the part (encoding, fsync) and unstaging a failed report (a
+    // pass over every sample) are slow too: blocking pool, and the part is
+    // closed before the lock is taken.
     match (outcome, writer) {
-        (Ok(()), Some(writer)) => {
-            let rows = agg.lock().unwrap().finish_report(writer)?;
+        (Ok(()), Some(mut writer)) => {
+            let rows = tokio::task::spawn_blocking(move || -> Result<u64, CartoError> {
+                writer.finish()?;
+                agg.lock().unwrap().finish_report(writer)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("finishing a report: {e}")))??;
             debug!(rows, chunks = index, "report staged");
             Ok(rows)
         }
         (outcome, writer) => {
             drop(writer);
-            agg.lock().unwrap().abort_report(epoch, rank);
+            let _ = tokio::task::spawn_blocking(move || agg.lock().unwrap().abort_report(epoch, rank)).await;
             Err(outcome.err().unwrap_or_else(|| Status::internal("the report's writer was lost")))
         }
     }

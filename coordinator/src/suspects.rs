@@ -46,8 +46,10 @@ fn f64_col(m: &RecordBatch, name: &str, what: &str) -> Result<Vec<f64>> {
     Ok(c.as_primitive::<arrow::datatypes::Float64Type>().values().to_vec())
 }
 
-/// Every sample ranked by the mislabel score, most suspicious first.
-pub fn rank(metrics: &RecordBatch, what: &str) -> Result<Vec<Suspect>> {
+/// The `top` samples ranked by the mislabel score, most suspicious first.
+/// Selects before sorting: O(n) for the usual top 1000 of millions, and
+/// rows are built for the top only.
+pub fn rank(metrics: &RecordBatch, top: usize, what: &str) -> Result<Vec<Suspect>> {
     let aum = f64_col(metrics, "aum", what)?;
     let conf = f64_col(metrics, "confidence", what)?;
     let var = f64_col(metrics, "variability", what)?;
@@ -58,7 +60,13 @@ pub fn rank(metrics: &RecordBatch, what: &str) -> Result<Vec<Suspect>> {
         .ok_or_else(|| CartoError::invalid(format!("{what}: column 'label' (int64) not found")))?;
     let forget = metrics.column_by_name("forgetting_events").and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned());
     let mut order: Vec<usize> = (0..metrics.num_rows()).collect();
-    order.sort_by(|&a, &b| aum[a].total_cmp(&aum[b]).then(conf[a].total_cmp(&conf[b])).then(a.cmp(&b)));
+    let cmp = |a: &usize, b: &usize| aum[*a].total_cmp(&aum[*b]).then(conf[*a].total_cmp(&conf[*b])).then(a.cmp(b));
+    let top = top.min(order.len());
+    if top > 0 && top < order.len() {
+        order.select_nth_unstable_by(top - 1, cmp);
+    }
+    order.truncate(top);
+    order.sort_unstable_by(cmp);
     Ok(order
         .into_iter()
         .enumerate()
@@ -83,6 +91,13 @@ pub fn most_predicted(dynamics: &Path, wanted: &[usize]) -> Result<HashMap<usize
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
     let want: HashMap<usize, usize> = wanted.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    // A bit per sample id in front of the map: nearly every row of a large
+    // job is not wanted, and a bit test is much cheaper than a hash lookup.
+    let max = wanted.iter().copied().max().map_or(0, |m| m + 1);
+    let mut wanted_bits = vec![0u64; max.div_ceil(64)];
+    for &s in wanted {
+        wanted_bits[s / 64] |= 1 << (s % 64);
+    }
     let mut counts: Vec<HashMap<i64, u32>> = vec![HashMap::new(); wanted.len()];
     for (_, dir) in list_epochs(dynamics)? {
         let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -114,7 +129,11 @@ pub fn most_predicted(dynamics: &Path, wanted: &[usize]) -> Result<HashMap<usize
                 let ids = batch.column(0).as_primitive::<arrow::datatypes::Int64Type>();
                 let preds = batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
                 for i in 0..batch.num_rows() {
-                    if let Some(&k) = want.get(&(ids.value(i) as usize)) {
+                    let s = ids.value(i) as usize;
+                    if s >= max || wanted_bits[s / 64] & (1 << (s % 64)) == 0 {
+                        continue;
+                    }
+                    if let Some(&k) = want.get(&s) {
                         *counts[k].entry(preds.value(i)).or_default() += 1;
                     }
                 }
@@ -219,10 +238,15 @@ mod tests {
     #[test]
     fn suspects_are_ordered_by_the_score_with_documented_ties() {
         let m = metrics(&[2.0, -3.0, 0.5, -3.0, -3.0], &[0.9, 0.2, 0.6, 0.1, 0.2]);
-        let r = rank(&m, "m").unwrap();
+        let r = rank(&m, 10, "m").unwrap();
         let order: Vec<usize> = r.iter().map(|s| s.sample_id).collect();
         // aum −3 three times: confidence 0.1 first, then 0.2 × 2 by sample_id.
         assert_eq!(order, vec![3, 1, 4, 2, 0]);
+        // The top k are the first k of the full order.
+        for k in 0..=5 {
+            let top: Vec<usize> = rank(&m, k, "m").unwrap().iter().map(|s| s.sample_id).collect();
+            assert_eq!(top, order[..k], "top {k}");
+        }
         assert!(r.windows(2).all(|w| w[0].score >= w[1].score));
         assert_eq!(r[0].score, 3.0);
         assert_eq!(r.iter().map(|s| s.rank).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
@@ -231,7 +255,7 @@ mod tests {
     #[test]
     fn the_csv_names_labels_and_quotes_text() {
         let m = metrics(&[-1.0, 1.0], &[0.3, 0.8]);
-        let mut r = rank(&m, "m").unwrap();
+        let mut r = rank(&m, 2, "m").unwrap();
         r[0].most_predicted = Some(1);
         let ctx = Context {
             label_names: Some(vec!["fresh".into(), "rotten".into()]),
