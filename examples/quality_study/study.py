@@ -20,15 +20,23 @@ Writes RESULTS_DIR/results.md, results.json and the data maps.
 """
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared import auroc, precision_at, run as run_carto, split_reviews  # noqa: E402
+
 carto, work, results = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 root = Path(__file__).resolve().parents[2]
+
+
+def run(*args):
+    run_carto(carto, *args)
+
+
 work.mkdir(parents=True, exist_ok=True)
 results.mkdir(parents=True, exist_ok=True)
 SEEDS = [1, 2, 3]
@@ -36,51 +44,8 @@ FRACTION = 0.33
 COMMON = ["--label-col", "label", "--text-col", "text", "--model", "bow", "--lr", "0.001"]
 
 
-def run(*args):
-    print("$ carto", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([carto, *map(str, args)], check=True)
-
-
-def ranks(x):
-    """Average ranks (ties share their mean rank), 1-based."""
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    xs = x[order]
-    i = 0
-    while i < len(xs):
-        j = i
-        while j + 1 < len(xs) and xs[j + 1] == xs[i]:
-            j += 1
-        if j > i:
-            r[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
-def auroc(score, positive):
-    r = ranks(score)
-    p = positive.sum()
-    n = len(positive) - p
-    return float((r[positive].sum() - p * (p + 1) / 2) / (p * n))
-
-
-def precision_at(score, positive, k):
-    top = np.argsort(-score, kind="stable")[:k]
-    return float(positive[top].mean())
-
-
 # 1. Split ------------------------------------------------------------------
-reviews = pl.read_csv(root / "examples/rotten_tomatoes/reviews.csv")
-rng = np.random.default_rng(2020)
-test_mask = np.zeros(reviews.height, bool)
-for label in ["fresh", "rotten"]:
-    idx = np.where(reviews["label"].to_numpy() == label)[0]
-    test_mask[rng.choice(idx, size=round(len(idx) * 0.2), replace=False)] = True
-train = reviews.filter(pl.Series(~test_mask))
-test = reviews.filter(pl.Series(test_mask))
-train.write_csv(work / "train.csv")
-test.write_csv(work / "test.csv")
+train, test = split_reviews(root, work)
 
 # 2. Mislabel detection --------------------------------------------------------
 def flip(frame, label_col, classes, seed):
