@@ -1,42 +1,21 @@
 //! The training loop on real data, in-process: what it records and reports.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 
 use carto_common::dataset::{self, DatasetSpec, FeatureSource};
-use carto_common::dynamics::DynamicsColumns;
 use carto_common::sampler::ShardPlan;
 use carto_common::spec::JobSpec;
 use carto_worker::collective::Single;
 use carto_worker::data::TrainData;
 use carto_worker::optim::{Adam, AdamConfig, LazyAdam};
-use carto_worker::trainer::{train, EpochReport, Reporter, StepProgress, TrainJob};
-use carto_worker::WorkerError;
+use carto_worker::trainer::{train, TrainJob};
 use tch::{Device, Kind, Tensor};
+
+mod common;
+use common::Collector;
 
 fn example(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(rel)
-}
-
-#[derive(Default)]
-struct Collector {
-    rows: RefCell<Vec<(u32, DynamicsColumns)>>,
-    reports: RefCell<Vec<EpochReport>>,
-}
-
-impl Reporter for Collector {
-    fn progress(&self, _p: StepProgress) {}
-    fn aborted(&self) -> bool {
-        false
-    }
-    fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError> {
-        self.rows.borrow_mut().push((epoch, rows.clone()));
-        Ok(rows.len() as u64)
-    }
-    fn epoch_done(&self, r: EpochReport) -> Result<bool, WorkerError> {
-        self.reports.borrow_mut().push(r);
-        Ok(false)
-    }
 }
 
 fn fashion_7x7() -> (JobSpec, TrainData) {

@@ -2,40 +2,21 @@
 //! like an uninterrupted job. The checkpoint is a tiny random one built by
 //! scripts/transformer_fixture.py (needs $CARTO_PYTHON with transformers).
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use carto_common::dataset::{self, DatasetSpec, FeatureSource};
-use carto_common::dynamics::DynamicsColumns;
 use carto_common::sampler::ShardPlan;
 use carto_common::spec::JobSpec;
 use carto_worker::checkpoint::path_for;
 use carto_worker::collective::Single;
 use carto_worker::data::{TextEncoder, TrainData};
-use carto_worker::trainer::{train, EpochReport, Reporter, StepProgress, TrainJob};
+use carto_worker::trainer::{train, TrainJob};
 use carto_worker::transformer::{Arch, Pretrained};
-use carto_worker::WorkerError;
 use tch::Device;
 
-#[derive(Default)]
-struct Collector {
-    rows: RefCell<Vec<(u32, DynamicsColumns)>>,
-}
-
-impl Reporter for Collector {
-    fn progress(&self, _p: StepProgress) {}
-    fn aborted(&self) -> bool {
-        false
-    }
-    fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError> {
-        self.rows.borrow_mut().push((epoch, rows.clone()));
-        Ok(rows.len() as u64)
-    }
-    fn epoch_done(&self, _r: EpochReport) -> Result<bool, WorkerError> {
-        Ok(false)
-    }
-}
+mod common;
+use common::Collector;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
