@@ -1,6 +1,8 @@
 """What study.py and transformer_study.py share: the train/test split of the
 reviews, running carto, and the detection scores (AUROC, precision at k)."""
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -9,6 +11,17 @@ import polars as pl
 def run(carto, *args):
     print("$ carto", " ".join(str(a) for a in args), flush=True)
     subprocess.run([carto, *map(str, args)], check=True)
+
+
+def setup():
+    """The command line `CARTO WORK RESULTS`: (carto, work, results, the
+    repository root, run) with both directories created; run(*args) runs
+    carto with args."""
+    carto, work, results = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    work.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parents[2]
+    return carto, work, results, root, lambda *args: run(carto, *args)
 
 
 def split_reviews(root, work):

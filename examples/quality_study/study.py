@@ -27,18 +27,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared import auroc, precision_at, run as run_carto, split_reviews  # noqa: E402
+from shared import auroc, precision_at, setup, split_reviews  # noqa: E402
 
-carto, work, results = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-root = Path(__file__).resolve().parents[2]
-
-
-def run(*args):
-    run_carto(carto, *args)
-
-
-work.mkdir(parents=True, exist_ok=True)
-results.mkdir(parents=True, exist_ok=True)
+carto, work, results, root, run = setup()
 SEEDS = [1, 2, 3]
 FRACTION = 0.33
 COMMON = ["--label-col", "label", "--text-col", "text", "--model", "bow", "--lr", "0.001"]

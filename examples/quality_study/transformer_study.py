@@ -24,18 +24,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared import auroc, precision_at, run as run_carto, split_reviews  # noqa: E402
+from shared import auroc, precision_at, setup, split_reviews  # noqa: E402
 
-carto, work, results = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-root = Path(__file__).resolve().parents[2]
-
-
-def run(*args):
-    run_carto(carto, *args)
-
-
-work.mkdir(parents=True, exist_ok=True)
-results.mkdir(parents=True, exist_ok=True)
+carto, work, results, root, run = setup()
 EPOCHS = int(os.environ.get("EPOCHS", "3"))
 FLIP_SEEDS = int(os.environ.get("FLIP_SEEDS", "2"))
 TRAIN_SEEDS = int(os.environ.get("TRAIN_SEEDS", "1"))
