@@ -4,6 +4,17 @@
 pub mod v1 {
     tonic::include_proto!("carto.v1");
 
+    impl EpochChunk {
+        /// The messages of one rank's report of `epoch`: its Arrow IPC chunks
+        /// (see `ipc::encode_dynamics`) under one header.
+        pub fn report(job_id: &str, generation: u64, rank: u32, epoch: u32, chunks: Vec<Vec<u8>>) -> Vec<EpochChunk> {
+            chunks
+                .into_iter()
+                .map(|arrow_ipc| EpochChunk { job_id: job_id.to_string(), generation, rank, epoch, arrow_ipc })
+                .collect()
+        }
+    }
+
     /// Encoded descriptor set of carto.v1, for the reflection service.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/carto_v1_descriptor.bin"));

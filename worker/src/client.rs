@@ -479,17 +479,7 @@ impl Reporter for GrpcReporter {
 
     fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError> {
         let chunks = ipc::encode_dynamics(rows, self.max_chunk)?;
-        let header = (self.job_id.clone(), self.generation, self.rank);
-        let messages: Vec<pb::EpochChunk> = chunks
-            .into_iter()
-            .map(|arrow_ipc| pb::EpochChunk {
-                job_id: header.0.clone(),
-                generation: header.1,
-                rank: header.2,
-                epoch,
-                arrow_ipc,
-            })
-            .collect();
+        let messages = pb::EpochChunk::report(&self.job_id, self.generation, self.rank, epoch, chunks);
         let mut client = self.client.clone();
         let resp = self.handle.block_on(client.report_epoch(tokio_stream::iter(messages)))?;
         Ok(resp.into_inner().rows)

@@ -687,18 +687,7 @@ impl SimWorker {
             });
             self.shared.chunks_sent.fetch_add(report.chunks.len(), Ordering::Relaxed);
             self.shared.ipc_bytes_sent.fetch_add(report.chunks.iter().map(Vec::len).sum(), Ordering::Relaxed);
-            let header = (a.job_id.clone(), a.generation, a.rank);
-            let messages: Vec<pb::EpochChunk> = report
-                .chunks
-                .into_iter()
-                .map(|arrow_ipc| pb::EpochChunk {
-                    job_id: header.0.clone(),
-                    generation: header.1,
-                    rank: header.2,
-                    epoch,
-                    arrow_ipc,
-                })
-                .collect();
+            let messages = pb::EpochChunk::report(&a.job_id, a.generation, a.rank, epoch, report.chunks);
             let staged = client
                 .report_epoch(tokio_stream::iter(messages))
                 .await
