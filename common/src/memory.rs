@@ -10,6 +10,10 @@
 //!   default): with 4 KiB pages an 80 MB table overflows the TLB and every
 //!   random access also walks the page table.
 
+/// How many rows ahead folding loops prefetch: enough cache misses in flight
+/// to cover memory latency at a few nanoseconds of work per row.
+pub const PREFETCH_AHEAD: usize = 32;
+
 /// Asks the CPU to start fetching `items[index]` (both ends, for an element
 /// that straddles two cache lines). Out of range: nothing. Only a hint.
 #[inline(always)]

@@ -180,13 +180,6 @@ impl SampleAccumulators {
         }
     }
 
-    /// Starts fetching `sample`'s slot (see [`crate::memory::prefetch`]); folding
-    /// loops call it a few rows ahead.
-    #[inline(always)]
-    pub fn prefetch(&self, sample: usize) {
-        crate::memory::prefetch(&self.slots, sample);
-    }
-
     /// Epochs observed for `sample`.
     pub fn epochs(&self, sample: usize) -> u32 {
         self.slots[sample].epochs as u32

@@ -23,7 +23,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::buffer::BooleanBuffer;
 use carto_common::dynamics::{self, DynamicsView};
-use carto_common::memory::prefetch;
+use carto_common::memory::{prefetch, PREFETCH_AHEAD};
 use carto_common::metrics::SampleAccumulators;
 use carto_common::proto::v1 as pb;
 use carto_common::sampler::ShardPlan;
@@ -150,9 +150,6 @@ pub struct Committed {
     /// The job's last epoch was committed.
     pub last: bool,
 }
-
-/// Rows ahead that validation and staging prefetch the sample's entries.
-const PREFETCH_AHEAD: usize = 32;
 
 /// What a batch of one rank's report is checked against.
 pub struct BatchRules<'a> {

@@ -232,10 +232,6 @@ struct StagedRow {
     flags: u8,
 }
 
-/// Rows scattered ahead of the one being prefetched: enough misses in
-/// flight to cover memory latency.
-const PREFETCH_AHEAD: usize = 32;
-
 /// One epoch's rows scattered by sample id as its part files arrive, then
 /// folded into the accumulators in sample order. Each rank's rows skip
 /// through the sample range at random strides: folding them as they come
@@ -269,7 +265,7 @@ impl EpochRows {
         let (lab, gp, mar, el) = (batch.labels.values(), batch.gold_prob.values(), batch.margin.values(), batch.el2n.values());
         let correct = batch.correct.values();
         for (i, &s) in ids.iter().enumerate() {
-            if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
+            if let Some(&ahead) = ids.get(i + carto_common::memory::PREFETCH_AHEAD) {
                 carto_common::memory::prefetch(&self.rows, ahead as usize);
             }
             let row = &mut self.rows[s as usize];

@@ -30,6 +30,18 @@ fn job_json(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("job.json")).unwrap()).unwrap()
 }
 
+/// `carto run ARGS` in the background, output captured, so a test can kill
+/// its workers while it runs.
+fn spawn_run(args: &[String]) -> std::process::Child {
+    Command::new(bin("carto"))
+        .args(args)
+        .env("CARTO_WORKER_BIN", bin("carto-worker"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The same job, uninterrupted, for comparison.
 fn reference(dir: &Path, workers: &str) -> std::path::PathBuf {
     let out = dir.join(format!("reference-{workers}"));
@@ -45,13 +57,7 @@ fn carto_run_restarts_a_killed_worker_and_loses_nothing() {
     let out = dir.path().join("killed");
     let mut args = vec!["run".to_string(), "--workers".into(), "2".into(), "-q".into()];
     args.extend(job_args(&out));
-    let run = Command::new(bin("carto"))
-        .args(&args)
-        .env("CARTO_WORKER_BIN", bin("carto-worker"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = spawn_run(&args);
     wait_until("epoch 2 to commit", 120, || committed(&out, 2));
     let workers = children_named(run.id(), "carto-worker");
     assert_eq!(workers.len(), 2, "two worker processes");
@@ -75,13 +81,7 @@ fn a_job_past_its_restart_budget_fails_with_the_reason() {
     let out = dir.path().join("out");
     let mut args = vec!["run".to_string(), "--max-restarts".into(), "0".into(), "-q".into()];
     args.extend(job_args(&out));
-    let run = Command::new(bin("carto"))
-        .args(&args)
-        .env("CARTO_WORKER_BIN", bin("carto-worker"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = spawn_run(&args);
     wait_until("epoch 1 to commit", 120, || committed(&out, 1));
     kill9(children_named(run.id(), "carto-worker")[0]);
     let output = run.wait_with_output().unwrap();

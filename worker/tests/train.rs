@@ -124,13 +124,7 @@ fn the_eval_pass_records_the_model_after_the_epoch() {
 
 #[test]
 fn bow_learns_real_reviews() {
-    let ds = dataset::load(&DatasetSpec {
-        path: example("rotten_tomatoes/reviews-2k.csv"),
-        label_col: "label".into(),
-        id_col: None,
-        features: FeatureSource::Text("text".into()),
-    })
-    .unwrap();
+    let ds = reviews_2k_dataset();
     let spec = JobSpec {
         text_col: Some("text".into()),
         epochs: Some(3),
@@ -173,14 +167,19 @@ fn lazy_adam_equals_dense_adam_on_the_rows_it_touches() {
     assert!(table.index_select(0, &untouched).equal(&init.index_select(0, &untouched)));
 }
 
-fn reviews_2k() -> (JobSpec, TrainData) {
-    let ds = dataset::load(&DatasetSpec {
+/// The bundled 2,000 reviews, text features.
+fn reviews_2k_dataset() -> dataset::Dataset {
+    dataset::load(&DatasetSpec {
         path: example("rotten_tomatoes/reviews-2k.csv"),
         label_col: "label".into(),
         id_col: None,
         features: FeatureSource::Text("text".into()),
     })
-    .unwrap();
+    .unwrap()
+}
+
+fn reviews_2k() -> (JobSpec, TrainData) {
+    let ds = reviews_2k_dataset();
     let spec = JobSpec {
         text_col: Some("text".into()),
         epochs: Some(4),
