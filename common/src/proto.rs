@@ -6,11 +6,19 @@ pub mod v1 {
 
     impl EpochChunk {
         /// The messages of one rank's report of `epoch`: its Arrow IPC chunks
-        /// (see `ipc::encode_dynamics`) under one header.
-        pub fn report(job_id: &str, generation: u64, rank: u32, epoch: u32, chunks: Vec<Vec<u8>>) -> Vec<EpochChunk> {
+        /// (see `ipc::encode_dynamics`) under one header, each carrying the
+        /// assignment's lease.
+        pub fn report(job_id: &str, generation: u64, rank: u32, lease: &str, epoch: u32, chunks: Vec<Vec<u8>>) -> Vec<EpochChunk> {
             chunks
                 .into_iter()
-                .map(|arrow_ipc| EpochChunk { job_id: job_id.to_string(), generation, rank, epoch, arrow_ipc })
+                .map(|arrow_ipc| EpochChunk {
+                    job_id: job_id.to_string(),
+                    generation,
+                    rank,
+                    epoch,
+                    arrow_ipc,
+                    lease: lease.to_string(),
+                })
                 .collect()
         }
     }
@@ -21,7 +29,7 @@ pub mod v1 {
 }
 
 /// Bumped whenever a worker and a coordinator of different versions could not talk.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Upper bound on one `EpochChunk.arrow_ipc`.
 pub const MAX_CHUNK_BYTES: usize = 2 * 1024 * 1024;

@@ -16,6 +16,8 @@ pub mod allenai;
 pub mod auth;
 pub mod datamap;
 pub mod cli;
+pub mod config;
+pub mod coordinator;
 pub mod outputs;
 pub mod progress;
 pub mod recompute;

@@ -161,7 +161,7 @@ pub async fn status(conn: &Connection, job_id: &str) -> anyhow::Result<pb::Job> 
 
 pub async fn list(conn: &Connection) -> anyhow::Result<Vec<pb::Job>> {
     let mut jobs = conn.jobs().await?;
-    Ok(jobs.list_jobs(pb::ListJobsRequest {}).await.map_err(status_error)?.into_inner().jobs)
+    Ok(jobs.list_jobs(pb::ListJobsRequest::default()).await.map_err(status_error)?.into_inner().jobs)
 }
 
 pub async fn cancel(conn: &Connection, job_id: &str) -> anyhow::Result<pb::Job> {

@@ -25,37 +25,7 @@ use crate::outputs::{self, SampleInfo};
 
 pub type ControlSender = mpsc::Sender<std::result::Result<pb::Order, Status>>;
 
-/// Coordinator settings.
-#[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
-    /// How often workers heartbeat.
-    pub heartbeat_interval: Duration,
-    /// A worker silent for this long is lost.
-    pub worker_timeout: Duration,
-    /// `carto run`: tell workers to exit once no job is left.
-    pub shutdown_idle_workers: bool,
-    /// Where job records and checkpoints live (`carto serve --state-dir`);
-    /// without one, each job keeps its checkpoints in `OUT/.carto/`.
-    pub state_dir: Option<PathBuf>,
-    /// Times a job is re-formed after losing a rank before it fails.
-    pub max_restarts: u32,
-    /// How long a re-forming job waits for its full world before it goes on
-    /// with the workers it has (keeping the global batch).
-    pub rejoin_wait: Duration,
-}
-
-impl Default for CoordinatorConfig {
-    fn default() -> Self {
-        CoordinatorConfig {
-            heartbeat_interval: Duration::from_millis(500),
-            worker_timeout: Duration::from_secs(15),
-            shutdown_idle_workers: false,
-            state_dir: None,
-            max_restarts: 3,
-            rejoin_wait: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::CoordinatorConfig;
 
 struct Worker {
     id: String,
@@ -584,6 +554,7 @@ impl Coordinator {
             worker_id: id,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
             max_chunk_bytes: MAX_CHUNK_BYTES as u32,
+            worker_secret: String::new(),
         })
     }
 
@@ -807,6 +778,7 @@ impl Coordinator {
                 checkpoint: checkpoint.clone(),
                 checkpoint_dir: checkpoint_dir.display().to_string(),
                 num_classes: job.num_classes,
+                lease: String::new(),
             })
             .collect();
         job.write_record();

@@ -54,7 +54,7 @@ impl JobService for JobApi {
     }
 
     async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Rpc<pb::ListJobsResponse> {
-        Ok(Response::new(pb::ListJobsResponse { jobs: self.0.list() }))
+        Ok(Response::new(pb::ListJobsResponse { jobs: self.0.list(), next_page_token: String::new() }))
     }
 
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;

@@ -81,7 +81,11 @@ impl FakeRank {
             .await
             .unwrap()
             .into_inner();
-        let control = client.orders(pb::OrdersRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+        let control = client
+            .orders(pb::OrdersRequest { worker_id: reg.worker_id.clone(), worker_secret: reg.worker_secret.clone() })
+            .await
+            .unwrap()
+            .into_inner();
         (reg.worker_id, control)
     }
 
@@ -104,6 +108,7 @@ impl FakeRank {
             rank: self.assignment.rank,
             epoch,
             arrow_ipc: bytes,
+            lease: self.assignment.lease.clone(),
         }
     }
 
@@ -123,6 +128,7 @@ impl FakeRank {
                 correct: rows / 2,
                 train_seconds: 0.1,
                 rows_sent: rows,
+                lease: self.assignment.lease.clone(),
                 ..Default::default()
             })
             .await
@@ -302,7 +308,7 @@ async fn bad_reports_are_rejected_with_their_code_and_change_nothing() {
 #[tokio::test]
 async fn jobs_are_listed_cancelled_and_unknown_ones_are_not_found() {
     let (mut f, job) = Fixture::start(4).await;
-    let list = f.jobs.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner();
+    let list = f.jobs.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
     assert_eq!(list.jobs.len(), 1);
     assert_eq!(list.jobs[0].state, pb::JobState::Queued as i32, "no workers yet");
     let err = f.jobs.get_job(pb::GetJobRequest { job_id: "job-nope".into() }).await.unwrap_err();
@@ -357,7 +363,7 @@ async fn with_a_token_only_the_health_check_is_open() {
     health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health needs no token");
 
     let mut jobs = JobServiceClient::new(channel.clone());
-    let err = jobs.list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    let err = jobs.list_jobs(pb::ListJobsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut workers = WorkerServiceClient::new(channel.clone());
     let err = workers.register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, ..Default::default() }).await.unwrap_err();
@@ -379,9 +385,9 @@ async fn with_a_token_only_the_health_check_is_open() {
         }
     };
     let mut jobs = JobServiceClient::with_interceptor(channel.clone(), with("u"));
-    jobs.list_jobs(pb::ListJobsRequest {}).await.expect("user token opens JobService");
+    jobs.list_jobs(pb::ListJobsRequest::default()).await.expect("user token opens JobService");
     let mut jobs_w = JobServiceClient::with_interceptor(channel.clone(), with("w"));
-    assert_eq!(jobs_w.list_jobs(pb::ListJobsRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(jobs_w.list_jobs(pb::ListJobsRequest::default()).await.unwrap_err().code(), Code::Unauthenticated);
     let mut workers = WorkerServiceClient::with_interceptor(channel.clone(), with("w"));
     workers
         .register(pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, ..Default::default() })

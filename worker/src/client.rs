@@ -213,11 +213,12 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
         worker_id.clone(),
+        reg.worker_secret.clone(),
         progress.clone(),
         Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
     ));
 
-    let mut control = client.orders(pb::OrdersRequest { worker_id: worker_id.clone() }).await?.into_inner();
+    let mut control = client.orders(pb::OrdersRequest { worker_id: worker_id.clone(), worker_secret: reg.worker_secret.clone() }).await?.into_inner();
     let current = Arc::new(Current::default());
     let (tx, mut orders) = tokio::sync::mpsc::unbounded_channel();
     let current_c = current.clone();
@@ -269,6 +270,7 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                     job_id: a.job_id.clone(),
                     generation: a.generation,
                     rank: a.rank,
+                    lease: a.lease.clone(),
                     max_chunk: (reg.max_chunk_bytes as usize).clamp(64 * 1024, MAX_CHUNK_BYTES),
                     progress: progress.clone(),
                     current: current.clone(),
@@ -281,7 +283,7 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                     ),
                     d => d.to_string(),
                 };
-                let (job_id, generation, rank) = (a.job_id.clone(), a.generation, a.rank);
+                let (job_id, generation, rank, lease) = (a.job_id.clone(), a.generation, a.rank, a.lease.clone());
                 let rdv = rendezvous.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &device, &rdv, &link)))
@@ -304,6 +306,7 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                             rank,
                             message,
                             invalid_input,
+                            lease,
                         })
                         .await;
                 }
@@ -331,6 +334,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 async fn heartbeat_loop(
     mut client: Client,
     worker_id: String,
+    worker_secret: String,
     progress: Arc<Mutex<Option<pb::WorkerProgress>>>,
     every: Duration,
 ) {
@@ -338,7 +342,7 @@ async fn heartbeat_loop(
     loop {
         tick.tick().await;
         let p = progress.lock().unwrap().clone();
-        if let Err(s) = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p }).await {
+        if let Err(s) = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p, worker_secret: worker_secret.clone() }).await {
             warn!("heartbeat failed: {}", s.message());
         }
     }
@@ -454,6 +458,8 @@ struct GrpcReporter {
     job_id: String,
     generation: u64,
     rank: u32,
+    /// The assignment's lease: every report carries it.
+    lease: String,
     max_chunk: usize,
     progress: Arc<Mutex<Option<pb::WorkerProgress>>>,
     current: Arc<Current>,
@@ -479,7 +485,7 @@ impl Reporter for GrpcReporter {
 
     fn dynamics(&self, epoch: u32, rows: &DynamicsColumns) -> Result<u64, WorkerError> {
         let chunks = ipc::encode_dynamics(rows, self.max_chunk)?;
-        let messages = pb::EpochChunk::report(&self.job_id, self.generation, self.rank, epoch, chunks);
+        let messages = pb::EpochChunk::report(&self.job_id, self.generation, self.rank, &self.lease, epoch, chunks);
         let mut client = self.client.clone();
         let resp = self.handle.block_on(client.report_epoch(tokio_stream::iter(messages)))?;
         Ok(resp.into_inner().rows)
@@ -500,6 +506,7 @@ impl Reporter for GrpcReporter {
             eval_samples: r.eval_samples,
             eval_loss_sum: r.eval_loss_sum,
             eval_correct: r.eval_correct,
+            lease: self.lease.clone(),
         }))?;
         Ok(resp.into_inner().stop)
     }

@@ -627,11 +627,12 @@ impl SimWorker {
         let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(
             client.clone(),
             reg.worker_id.clone(),
+            reg.worker_secret.clone(),
             progress.clone(),
             Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
         )));
         let mut orders =
-            client.orders(pb::OrdersRequest { worker_id: reg.worker_id.clone() }).await.context("Orders")?.into_inner();
+            client.orders(pb::OrdersRequest { worker_id: reg.worker_id.clone(), worker_secret: reg.worker_secret.clone() }).await.context("Orders")?.into_inner();
         // The order stream is open: the coordinator may schedule this worker.
         ready.send(()).await?;
         drop(ready);
@@ -687,7 +688,7 @@ impl SimWorker {
             });
             self.shared.chunks_sent.fetch_add(report.chunks.len(), Ordering::Relaxed);
             self.shared.ipc_bytes_sent.fetch_add(report.chunks.iter().map(Vec::len).sum(), Ordering::Relaxed);
-            let messages = pb::EpochChunk::report(&a.job_id, a.generation, a.rank, epoch, report.chunks);
+            let messages = pb::EpochChunk::report(&a.job_id, a.generation, a.rank, &a.lease, epoch, report.chunks);
             let staged = client
                 .report_epoch(tokio_stream::iter(messages))
                 .await
@@ -710,6 +711,7 @@ impl SimWorker {
                     correct,
                     train_seconds: start.elapsed().as_secs_f64(),
                     rows_sent: rows,
+                    lease: a.lease.clone(),
                     ..Default::default()
                 })
                 .await
@@ -742,6 +744,7 @@ impl Drop for AbortOnDrop {
 async fn heartbeat_loop(
     mut client: WorkerServiceClient<Channel>,
     worker_id: String,
+    worker_secret: String,
     progress: Arc<Mutex<Option<pb::WorkerProgress>>>,
     every: Duration,
 ) {
@@ -750,7 +753,7 @@ async fn heartbeat_loop(
         tick.tick().await;
         let p = progress.lock().unwrap().clone();
         // A missed beat is the coordinator's problem to tolerate; the run's checks catch the rest.
-        let _ = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p }).await;
+        let _ = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p, worker_secret: worker_secret.clone() }).await;
     }
 }
 

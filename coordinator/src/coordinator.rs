@@ -1,0 +1,2 @@
+//! The coordinator: the one object the gRPC services, `carto run` and tests share.
+pub use crate::scheduler::*;
