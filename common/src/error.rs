@@ -24,6 +24,9 @@ pub enum CartoError {
         #[source]
         source: std::io::Error,
     },
+    /// A bound on what one caller may make the coordinator hold was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The job was cancelled.
     #[error("cancelled: {0}")]
     Cancelled(String),
@@ -55,6 +58,7 @@ impl From<CartoError> for tonic::Status {
             CartoError::FailedPrecondition(_) => Code::FailedPrecondition,
             CartoError::Unauthenticated(_) => Code::Unauthenticated,
             CartoError::Cancelled(_) => Code::Cancelled,
+            CartoError::ResourceExhausted(_) => Code::ResourceExhausted,
             CartoError::Io { .. } | CartoError::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
@@ -71,6 +75,7 @@ impl From<tonic::Status> for CartoError {
             Code::FailedPrecondition | Code::Aborted => CartoError::FailedPrecondition(msg),
             Code::Unauthenticated | Code::PermissionDenied => CartoError::Unauthenticated(msg),
             Code::Cancelled => CartoError::Cancelled(msg),
+            Code::ResourceExhausted => CartoError::ResourceExhausted(msg),
             code => CartoError::Internal(format!("{code:?}: {msg}")),
         }
     }

@@ -396,7 +396,7 @@ impl Aggregator {
     }
 
     /// Opens the stage of `epoch` (the next uncommitted one).
-    pub fn begin_epoch(&mut self, epoch: u32) {
+    pub fn begin_epoch(&mut self, epoch: u32, _generation: u64) {
         self.stage = Some(EpochStage::new(epoch, &self.plan, self.spare.take()));
     }
 
@@ -422,7 +422,7 @@ impl Aggregator {
     }
 
     /// Starts rank `rank`'s report of `epoch`.
-    pub fn begin_report(&mut self, epoch: u32, rank: u32) -> Result<PartWriter> {
+    pub fn begin_report(&mut self, epoch: u32, rank: u32, _generation: u64) -> Result<PartWriter> {
         if !self.record {
             return Err(CartoError::FailedPrecondition("this job records no dynamics".into()));
         }
@@ -495,7 +495,9 @@ impl Aggregator {
     }
 
     /// Drops everything rank `rank` staged for `epoch`: the stage is as if it never reported.
-    pub fn abort_report(&mut self, epoch: u32, rank: u32) {
+    pub fn abort_report(&mut self, w: PartWriter) {
+        let (epoch, rank) = (w.epoch, w.rank);
+        drop(w);
         if let Ok(stage) = self.stage_for(epoch, rank) {
             for s in 0..stage.flags.len() {
                 if stage.owner[s] as u32 == rank && stage.flags[s] & SEEN != 0 {
@@ -571,7 +573,7 @@ impl Aggregator {
         self.spare = Some(stage);
         let last = epoch + 1 >= self.epochs_total;
         if !last {
-            self.begin_epoch(epoch + 1);
+            self.begin_epoch(epoch + 1, 0);
         }
         Ok(Committed { summary, last })
     }
@@ -606,7 +608,7 @@ impl Aggregator {
 
     /// Drops the stage of an epoch that will not complete (job failed or
     /// cancelled), removing its hidden partition files.
-    pub fn discard_stage(&mut self) {
+    pub fn discard_stage(&mut self, _generation: u64) {
         if let Some(stage) = self.stage.take() {
             let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out, stage.epoch));
             self.spare = Some(stage);

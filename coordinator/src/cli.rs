@@ -12,7 +12,7 @@ use crate::outputs;
 use crate::recompute::{self, EpochRange};
 use crate::remote::{self, Connection};
 use crate::run::{self, RunArgs};
-use crate::scheduler::{Coordinator, CoordinatorConfig};
+use crate::coordinator::{Coordinator, CoordinatorConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -245,7 +245,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!(
                     "job {} {}: {}",
                     job.id,
-                    crate::scheduler::state_name(pb::JobState::try_from(job.state).unwrap_or(pb::JobState::Unspecified)),
+                    crate::coordinator::state_name(pb::JobState::try_from(job.state).unwrap_or(pb::JobState::Unspecified)),
                     job.error
                 ),
             }

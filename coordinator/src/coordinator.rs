@@ -1,2 +1,485 @@
-//! The coordinator: the one object the gRPC services, `carto run` and tests share.
-pub use crate::scheduler::*;
+//! The coordinator: the one object the gRPC services, `carto run` and tests
+//! share. It owns the state (the [`WorkerRegistry`] and the [`JobManager`])
+//! behind one lock and the [`Executor`] that carries out what each state
+//! transition returns, after the lock is released.
+//!
+//! Where things happen: a shard is assigned in [`crate::placement`] (policy)
+//! and [`JobManager`] (assignments); a batch is merged in
+//! [`crate::aggregator`]; `job.json` is [`crate::record`].
+//!
+//! Locking: the state lock is never held across an `.await` or file I/O
+//! (see [`crate::locking`]). Each running job's aggregator has its own lock,
+//! taken after the state lock is released, never the other way round.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use carto_common::dataset;
+use carto_common::proto::v1 as pb;
+use carto_common::spec::JobSpec;
+use carto_common::{CartoError, Result};
+use tokio::sync::watch;
+use tracing::{info, info_span, warn};
+
+use crate::aggregator::{Aggregator, Committed};
+use crate::effects::{Effects, Executor, Pending};
+use crate::jobs::{Claim, Job, JobManager, NewJob};
+use crate::locking::{lock, StateGuard};
+use crate::outputs::{self, SampleInfo};
+use crate::registry::{short_id, ControlReceiver, WorkerRegistry};
+
+pub use crate::config::CoordinatorConfig;
+pub use crate::jobs::state_name;
+
+struct State {
+    registry: WorkerRegistry,
+    jobs: JobManager,
+}
+
+/// The coordinator: shared by the gRPC services, `carto run` and tests.
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    state: Mutex<State>,
+    effects: Executor,
+    /// Submits loading their dataset now, and waiting to.
+    loading: tokio::sync::Semaphore,
+    submits_in_flight: AtomicUsize,
+    /// Held for the process's life: one `carto serve` per `--state-dir`.
+    state_dir_lock: Mutex<Option<File>>,
+}
+
+/// Releases a submit's claim on its output directory unless the job took it.
+struct OutClaim<'a> {
+    coord: &'a Coordinator,
+    out: PathBuf,
+    armed: bool,
+}
+
+impl Drop for OutClaim<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.coord.transition(|jobs, _| {
+                jobs.release_out(&self.out);
+                Effects::default()
+            });
+        }
+    }
+}
+
+/// Counts a submit in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig) -> Arc<Self> {
+        Arc::new(Coordinator {
+            state: Mutex::new(State { registry: WorkerRegistry::default(), jobs: JobManager::new(config.clone()) }),
+            loading: tokio::sync::Semaphore::new(config.limits.max_concurrent_submits.max(1)),
+            submits_in_flight: AtomicUsize::new(0),
+            effects: Executor::new(),
+            state_dir_lock: Mutex::new(None),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// Runs one state transition under the lock and queues its effects
+    /// (in transition order) for the executor; they run after the lock is released.
+    fn transition<R>(&self, f: impl FnOnce(&mut JobManager, &mut WorkerRegistry) -> R) -> (R::Out, Pending)
+    where
+        R: Transition,
+    {
+        let mut st = StateGuard::acquire(&self.state);
+        let st = &mut *st;
+        let (out, effects) = f(&mut st.jobs, &mut st.registry).split();
+        let pending = self.effects.submit(effects);
+        (out, pending)
+    }
+
+    /// Reads the state (no effects).
+    fn read<R>(&self, f: impl FnOnce(&JobManager, &WorkerRegistry) -> R) -> R {
+        let st = StateGuard::acquire(&self.state);
+        f(&st.jobs, &st.registry)
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    /// Validates `spec` and its dataset, prepares the output directory, and
+    /// queues the job. Bad input fails here, before anything is written.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec, overwrite: bool) -> Result<pb::Job> {
+        spec.validate()?;
+        let spec = spec.with_defaults();
+        let limits = &self.config.limits;
+        let in_flight = self.submits_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _in_flight = InFlight(&self.submits_in_flight);
+        if in_flight > limits.max_concurrent_submits + limits.max_pending_submits {
+            return Err(CartoError::ResourceExhausted(format!(
+                "{} submits are already being prepared: try again shortly",
+                in_flight - 1
+            )));
+        }
+        let active = self.read(|jobs, _| jobs.active());
+        if active >= limits.max_active_jobs {
+            return Err(CartoError::ResourceExhausted(format!(
+                "{active} jobs are queued or running, the most this coordinator takes: wait for some to end"
+            )));
+        }
+        let out = PathBuf::from(spec.out.clone().expect("validated"));
+        self.transition(|jobs, _| jobs.claim_out(&out).map(|()| ((), Effects::default()))).0?;
+        let mut claim = OutClaim { coord: self, out: out.clone(), armed: true };
+
+        let _permit = self.loading.acquire().await.map_err(|_| CartoError::internal("shutting down"))?;
+        let ds_spec = spec.dataset_spec()?;
+        let eval_spec = spec.eval_dataset_spec()?;
+        let out_dir = out.clone();
+        let (info, num_classes, dataset_path) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let ds = dataset::load(&ds_spec)?;
+            if let Some(e) = eval_spec {
+                check_held_out(&ds, &dataset::load(&e)?)?;
+            }
+            let path = std::fs::canonicalize(&ds.path).unwrap_or(ds.path.clone());
+            outputs::prepare_out_dir(&out_dir, overwrite)?;
+            let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
+            Ok((info, ds.num_classes, path.display().to_string()))
+        })
+        .await
+        .map_err(|e| CartoError::internal(format!("loading the dataset: {e}")))??;
+
+        let id = short_id("job");
+        let dir = match &self.config.state_dir {
+            Some(state) => state.join("jobs").join(&id),
+            None => out.join(".carto"),
+        };
+        let job = Job::new(NewJob { id: id.clone(), spec, out, dir, info, num_classes: num_classes as u32, dataset_path });
+        let (snapshot, pending) = self.transition(|jobs, reg| {
+            let fx = jobs.add(job, reg);
+            (jobs.get(&id), fx)
+        });
+        claim.armed = false;
+        pending.done().await;
+        snapshot
+    }
+
+    /// Resumes the jobs recorded in the state directory (a restarted
+    /// `carto serve`): finished ones are listed again; unfinished ones are
+    /// rebuilt from their committed epochs and wait for workers, to go on
+    /// from their last checkpoint. A record that cannot be read, or a job
+    /// that cannot be rebuilt, is marked failed with the reason; the others
+    /// resume. Takes the state directory's lock first: a second coordinator
+    /// on the same directory is refused. Returns the number of jobs resumed.
+    pub fn restore(self: &Arc<Self>) -> Result<usize> {
+        let Some(state) = self.config.state_dir.clone() else { return Ok(0) };
+        self.lock_state_dir(&state)?;
+        let mut resumed = 0;
+        let mut done = Vec::new();
+        for stored in crate::recovery::stored_jobs(&state)? {
+            let mut job = match stored.record {
+                Ok(rec) => Job::from_record(&rec, stored.dir.clone()),
+                Err(reason) => crate::recovery::unreadable(&stored.dir, &reason),
+            };
+            if !job.is_terminal() {
+                match crate::recovery::rebuild(&mut job) {
+                    Ok(()) => resumed += 1,
+                    Err(e) => {
+                        job.state = pb::JobState::Failed;
+                        job.error = format!("could not resume after a coordinator restart: {e}");
+                        job.finished_ms = crate::jobs::now_ms();
+                        warn!(job = %job.id, "{}", job.error);
+                    }
+                }
+            }
+            let finished = job.aggregator.is_some() && job.committed >= job.spec.epochs();
+            let id = job.id.clone();
+            let ((), _) = self.transition(|jobs, _| ((), jobs.add_restored(job)));
+            if finished {
+                done.push(id);
+            }
+        }
+        for id in done {
+            // Every epoch was committed before the crash: only the outputs are left.
+            self.finish(&id, u64::MAX)?;
+        }
+        let ((), _) = self.transition(|jobs, reg| ((), jobs.place(reg)));
+        Ok(resumed)
+    }
+
+    /// Takes `STATE/lock` for the life of this coordinator.
+    fn lock_state_dir(&self, state: &Path) -> Result<()> {
+        std::fs::create_dir_all(state).map_err(|e| CartoError::io(state, e))?;
+        let path = state.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| CartoError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CartoError::FailedPrecondition(format!(
+                    "--state-dir {}: another carto serve is using it (it holds {})",
+                    state.display(),
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(CartoError::io(&path, e)),
+        }
+        *lock(&self.state_dir_lock) = Some(file);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<pb::Job> {
+        self.read(|jobs, _| jobs.get(id))
+    }
+
+    /// Every job, in submission order.
+    pub fn list(&self) -> Vec<pb::Job> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let Ok((page, next)) = self.list_page(crate::jobs::MAX_PAGE as u32, &token) else { break };
+            all.extend(page);
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        all
+    }
+
+    /// One page of jobs and the next page's token (empty on the last page).
+    pub fn list_page(&self, page_size: u32, token: &str) -> Result<(Vec<pb::Job>, String)> {
+        self.read(|jobs, _| jobs.list(page_size, token))
+    }
+
+    /// A receiver of the job's snapshots, starting with the current one.
+    pub fn watch(&self, id: &str) -> Result<watch::Receiver<pb::Job>> {
+        self.read(|jobs, _| jobs.watch(id))
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<pb::Job> {
+        self.transition(|jobs, reg| jobs.cancel(id, reg)).0
+    }
+
+    // ------------------------------------------------------------- workers
+
+    pub fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        let interval = self.config.heartbeat_interval;
+        self.transition(|_, reg| reg.register(req, interval).map(|r| (r, Effects::default()))).0
+    }
+
+    /// Opens the worker's order stream; the worker becomes schedulable.
+    pub fn open_control(&self, worker_id: &str, secret: &str) -> Result<ControlReceiver> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        self.transition(|jobs, reg| {
+            reg.open_orders(worker_id, secret, tx)?;
+            Ok(((), jobs.place(reg)))
+        })
+        .0?;
+        Ok(rx)
+    }
+
+    pub fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<()> {
+        self.transition(|jobs, reg| {
+            let lease = reg.heartbeat(&req.worker_id, &req.worker_secret)?;
+            let fx = match (lease, req.progress) {
+                (Some(lease), Some(p)) => jobs.progress(&lease, p),
+                _ => Effects::default(),
+            };
+            Ok(((), fx))
+        })
+        .0
+    }
+
+    /// Closes every worker's order stream (server shutdown); with `exit`,
+    /// workers are first told to exit (embedded mode: they are ours).
+    pub fn close_worker_streams(&self, exit: Option<&str>) {
+        let ((), _) = self.transition(|_, reg| ((), reg.close_streams(exit).into()));
+    }
+
+    /// The monitor's tick: drops workers that stopped heartbeating or closed
+    /// their order stream (their jobs re-form or fail), re-forms generations
+    /// past their progress deadline, and starts what can start.
+    pub fn tick(&self) {
+        let timeout = self.config.worker_timeout;
+        let ((), _) = self.transition(|jobs, reg| {
+            let lost = reg.reap(timeout);
+            let mut fx = jobs.workers_lost(lost, reg);
+            fx.extend(jobs.watchdog(reg));
+            fx.extend(jobs.place(reg));
+            ((), fx)
+        });
+    }
+
+    // ------------------------------------------------------------- reports
+
+    /// The running job's aggregator, if the caller acts for the current
+    /// generation's `rank` and carries that rank's lease.
+    pub fn running(&self, job_id: &str, generation: u64, rank: u32, lease: &str) -> Result<Arc<Mutex<Aggregator>>> {
+        self.read(|jobs, reg| jobs.check_claim(reg, Claim { job_id, generation, rank, lease }))
+    }
+
+    /// Something broke inside the coordinator while handling a generation's
+    /// report (a bug, a full disk): the generation re-forms within the restart budget.
+    pub fn internal_fault(&self, job_id: &str, generation: u64, what: String) {
+        let ((), _) = self.transition(|jobs, reg| {
+            if !jobs.still_running(job_id, generation) {
+                return ((), Effects::default());
+            }
+            ((), jobs.recover_or_fail(job_id, what, reg))
+        });
+    }
+
+    /// A rank finished an epoch. Returns whether the rank should stop.
+    pub fn epoch_done(&self, req: pb::EpochDoneRequest) -> Result<bool> {
+        let agg = self.running(&req.job_id, req.generation, req.rank, &req.lease)?;
+        let committed = lock(&agg).epoch_done(&req);
+        let Committed { summary, last } = match committed {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(false),
+            Err(e @ (CartoError::Internal(_) | CartoError::Io { .. })) => {
+                self.internal_fault(&req.job_id, req.generation, format!("committing epoch {}: {e}", req.epoch));
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        {
+            let _span = info_span!("job", job = %req.job_id, generation = req.generation, epoch = summary.epoch).entered();
+            info!(loss = summary.loss, accuracy = summary.accuracy, samples_per_sec = summary.samples_per_sec, "epoch committed");
+        }
+        let ((), _) = self.transition(|jobs, _| ((), jobs.epoch_committed(&req.job_id, req.generation, summary)));
+        if last {
+            self.finish(&req.job_id, req.generation)?;
+            return Ok(true);
+        }
+        Ok(self.read(|jobs, _| jobs.job(&req.job_id).map(Job::is_terminal))?)
+    }
+
+    /// After the last epoch: writes the metrics (a failure there fails the
+    /// job), then the data map and the report (failures there are warnings),
+    /// and ends the job. `generation` guards against a job re-formed meanwhile
+    /// (`u64::MAX`: any).
+    fn finish(&self, job_id: &str, generation: u64) -> Result<()> {
+        let (agg, out, spec) = self.read(|jobs, _| jobs.finishing(job_id))?;
+        let written = if spec.record_dynamics() {
+            let written = lock(&agg).write_metrics().map(Some);
+            if written.is_ok() {
+                let problems = crate::reports::write_job_reports(&out, &spec, crate::reports::job_texts(&spec));
+                for p in &problems {
+                    warn!(job = %job_id, "{p}");
+                }
+                let ((), _) = self.transition(|jobs, _| {
+                    jobs.set_warnings(job_id, problems);
+                    ((), Effects::default())
+                });
+            }
+            written
+        } else {
+            // Benchmarks of the recording's cost: nothing was recorded, nothing to write.
+            Ok(None)
+        };
+        let (result, _) = self.transition(|jobs, reg| {
+            if !jobs.still_running(job_id, generation) {
+                return (Ok(()), Effects::default());
+            }
+            match written {
+                Ok(path) => {
+                    if let Some(path) = path {
+                        info!(job = %job_id, metrics = %path.display(), "metrics written");
+                    }
+                    (Ok(()), jobs.end(job_id, pb::JobState::Succeeded, String::new(), reg))
+                }
+                Err(e) => {
+                    let fx = jobs.end(job_id, pb::JobState::Failed, format!("writing metrics: {e}"), reg);
+                    (Err(e), fx)
+                }
+            }
+        });
+        result
+    }
+
+    /// A rank could not go on (see [`JobManager::report_failure`]).
+    pub fn report_failure(&self, req: pb::ReportFailureRequest) -> Result<()> {
+        self.transition(|jobs, reg| jobs.report_failure(req, reg).map(|fx| ((), fx))).0
+    }
+}
+
+/// What a transition closure returns: a value and the effects to carry out.
+pub trait Transition {
+    type Out;
+    fn split(self) -> (Self::Out, Effects);
+}
+
+impl<T> Transition for (T, Effects) {
+    type Out = T;
+    fn split(self) -> (T, Effects) {
+        self
+    }
+}
+
+impl Transition for Effects {
+    type Out = ();
+    fn split(self) -> ((), Effects) {
+        ((), self)
+    }
+}
+
+impl<T> Transition for Result<(T, Effects)> {
+    type Out = Result<T>;
+    fn split(self) -> (Result<T>, Effects) {
+        match self {
+            Ok((t, fx)) => (Ok(t), fx),
+            Err(e) => (Err(e), Effects::default()),
+        }
+    }
+}
+
+/// A held-out set must speak the training set's classes and features.
+fn check_held_out(train: &dataset::Dataset, eval: &dataset::Dataset) -> Result<()> {
+    let file = eval.path.display();
+    match (&train.label_names, &eval.label_names) {
+        (Some(t), Some(e)) => {
+            if let Some(name) = e.iter().find(|n| !t.contains(n)) {
+                return Err(CartoError::invalid(format!("{file}: label '{name}' does not occur in the training data")));
+            }
+        }
+        (None, None) => {
+            if eval.num_classes > train.num_classes {
+                return Err(CartoError::invalid(format!(
+                    "{file}: label {} is not one of the training data's {} classes",
+                    eval.num_classes - 1,
+                    train.num_classes
+                )));
+            }
+        }
+        _ => return Err(CartoError::invalid(format!("{file}: labels are not of the training data's kind (strings vs integers)"))),
+    }
+    match (&train.features, &eval.features) {
+        (dataset::Features::Dense { dim: a, .. }, dataset::Features::Dense { dim: b, .. }) if a != b => {
+            Err(CartoError::invalid(format!("{file}: {b} features per row, the training data has {a}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs [`Coordinator::tick`] every heartbeat interval.
+pub fn spawn_monitor(coord: Arc<Coordinator>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(coord.config.heartbeat_interval);
+        loop {
+            tick.tick().await;
+            coord.tick();
+        }
+    })
+}

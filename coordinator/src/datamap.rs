@@ -281,16 +281,8 @@ impl MapData {
 
 /// `job.json` beside a metrics file: its name, else its data set's file name.
 fn title_from_job_json(metrics: &Path) -> Option<String> {
-    let job = metrics.parent()?.join(crate::outputs::JOB_FILE);
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(job).ok()?).ok()?;
-    if let Some(name) = v.get("name").and_then(|n| n.as_str()) {
-        return Some(name.to_string());
-    }
-    let data = v
-        .pointer("/dataset/path")
-        .or_else(|| v.pointer("/spec/data"))?
-        .as_str()?;
-    Some(data.to_string())
+    let rec = crate::record::JobRecord::beside(metrics)?;
+    rec.name.clone().or_else(|| Some(rec.dataset.path.clone()).filter(|p| !p.is_empty())).or(rec.spec.data)
 }
 
 /// How the map is drawn.

@@ -2,7 +2,10 @@
 //! and tests without it.
 //!
 //! Where things are:
-//! - [`scheduler`]: workers, the job queue, and where a shard is assigned.
+//! - [`coordinator`]: the state behind one lock, and the effects carried out after it.
+//! - [`placement`]: where a shard is assigned (which free workers start which job).
+//! - [`jobs`]: the job manager (queue, generations, lifecycle); [`registry`]: workers and leases.
+//! - [`record`]: `job.json`, the one typed reader and writer.
 //! - [`aggregator`]: where a batch is merged (validation, staging, commit).
 //! - [`service`] / [`server`]: the gRPC services, health and reflection.
 //! - [`outputs`]: `metrics.parquet`, dynamics partitions, `job.json`.
@@ -15,17 +18,22 @@ pub mod aggregator;
 pub mod allenai;
 pub mod auth;
 pub mod datamap;
+pub mod effects;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod jobs;
+pub mod locking;
 pub mod outputs;
+pub mod placement;
 pub mod progress;
 pub mod recompute;
+pub mod record;
 pub mod recovery;
+pub mod registry;
 pub mod remote;
 pub mod reports;
 pub mod run;
-pub mod scheduler;
 pub mod select;
 pub mod server;
 pub mod service;

@@ -4,40 +4,115 @@
 //! checkpoint that rank 0 wrote before reporting that epoch.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::array::{Array, AsArray};
+use carto_common::dataset;
 use carto_common::metrics::SampleAccumulators;
 use carto_common::proto::v1 as pb;
+use carto_common::spec::JobSpec;
 use carto_common::{CartoError, Result};
+use tracing::{info, warn};
 
-use crate::outputs::{self, DYNAMICS_DIR};
+use crate::aggregator::Aggregator;
+use crate::jobs::{Job, NewJob};
+use crate::outputs::{self, SampleInfo, DYNAMICS_DIR};
 use crate::recompute::{self, EpochRange};
+use crate::record::JobRecord;
 
 /// `DIR/epoch-K.safetensors`: the name the worker writes (worker::checkpoint).
 pub fn checkpoint_path(dir: &Path, epoch: u32) -> PathBuf {
     dir.join(format!("epoch-{epoch}.safetensors"))
 }
 
-/// A job record found in the state directory.
+/// A job record found in the state directory, or why it could not be read.
 pub struct StoredJob {
     pub dir: PathBuf,
-    pub record: serde_json::Value,
+    pub record: std::result::Result<JobRecord, String>,
 }
 
-/// The job records under `STATE/jobs/*/job.json`, oldest first.
+/// The job records under `STATE/jobs/*/job.json`, oldest first (unreadable ones first).
 pub fn stored_jobs(state_dir: &Path) -> Result<Vec<StoredJob>> {
     let jobs = state_dir.join("jobs");
     let Ok(entries) = std::fs::read_dir(&jobs) else { return Ok(vec![]) };
     let mut found = Vec::new();
     for e in entries.filter_map(|e| e.ok()) {
         let path = e.path().join(outputs::JOB_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let record: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
+        let record = match std::fs::read(&path) {
+            Ok(bytes) => JobRecord::parse(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(format!("reading it: {e}")),
+        };
         found.push(StoredJob { dir: e.path(), record });
     }
-    found.sort_by_key(|j| j.record["created_unix_ms"].as_i64().unwrap_or(0));
+    found.sort_by_key(|j| j.record.as_ref().map(|r| r.created_unix_ms).unwrap_or(0));
     Ok(found)
+}
+
+/// A stored job whose record could not be read: listed as failed with the
+/// reason, under its directory's name. The unreadable file is kept beside
+/// as `job.json.unreadable` for inspection, and a readable failed record
+/// replaces it.
+pub fn unreadable(dir: &Path, reason: &str) -> Job {
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = dir.join(outputs::JOB_FILE);
+    let kept = dir.join(format!("{}.unreadable", outputs::JOB_FILE));
+    if let Err(e) = std::fs::rename(&path, &kept) {
+        warn!(job = %id, "keeping {}: {e}", path.display());
+    }
+    warn!(job = %id, "{}: {reason}", path.display());
+    let mut job = Job::new(NewJob {
+        id,
+        spec: JobSpec::default(),
+        out: dir.to_path_buf(),
+        dir: dir.to_path_buf(),
+        info: SampleInfo { labels: vec![], label_names: None, ids: None },
+        num_classes: 0,
+        dataset_path: String::new(),
+    });
+    job.state = pb::JobState::Failed;
+    job.error = format!("its record could not be read after a coordinator restart ({reason}); kept as {}", kept.display());
+    job.finished_ms = crate::jobs::now_ms();
+    job
+}
+
+/// Reloads an unfinished job's dataset and committed epochs, and queues it
+/// to be re-formed from its last checkpoint.
+pub fn rebuild(job: &mut Job) -> Result<()> {
+    let ds = dataset::load(&job.spec.dataset_spec()?)?;
+    let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
+    let (acc, committed) = committed_dynamics(&job.out, &info.labels)?;
+    if committed > 0 && !checkpoint_path(&job.checkpoint_dir(), committed - 1).exists() {
+        return Err(CartoError::internal(format!(
+            "the checkpoint of epoch {} is missing from {}",
+            committed - 1,
+            job.checkpoint_dir().display()
+        )));
+    }
+    job.epochs.truncate(committed as usize);
+    for epoch in job.epochs.len() as u32..committed {
+        job.epochs.push(epoch_summary(&job.out, epoch)?);
+    }
+    job.num_samples = info.labels.len() as u64;
+    job.info = Arc::new(info);
+    let mut agg = Aggregator::new(
+        &job.out,
+        job.info.clone(),
+        job.num_classes as usize,
+        job.spec.seed(),
+        job.spec.workers(),
+        job.spec.epochs(),
+        job.spec.record_dynamics(),
+    );
+    agg.restore(acc, committed)?;
+    job.aggregator = Some(Arc::new(Mutex::new(agg)));
+    job.committed = committed;
+    job.state = pb::JobState::Queued;
+    job.recovering_since = Some(Instant::now());
+    job.last_fault = "the coordinator restarted".into();
+    info!(job = %job.id, committed, "job resumes after a coordinator restart");
+    Ok(())
 }
 
 /// The committed epochs of a job's output: removes unfinished (pending)
@@ -97,19 +172,4 @@ pub fn epoch_summary(out: &Path, epoch: u32) -> Result<pb::EpochSummary> {
         accuracy: correct as f64 / samples.max(1) as f64,
         ..Default::default()
     })
-}
-
-/// An epoch summary as `job.json` records it.
-pub fn summary_from_record(v: &serde_json::Value) -> pb::EpochSummary {
-    pb::EpochSummary {
-        epoch: v["epoch"].as_u64().unwrap_or(0) as u32,
-        samples: v["samples"].as_u64().unwrap_or(0),
-        loss: v["loss"].as_f64().unwrap_or(0.0),
-        accuracy: v["accuracy"].as_f64().unwrap_or(0.0),
-        samples_per_sec: v["samples_per_sec"].as_f64().unwrap_or(0.0),
-        train_seconds: v["train_seconds"].as_f64().unwrap_or(0.0),
-        wall_seconds: v["wall_seconds"].as_f64().unwrap_or(0.0),
-        eval_loss: v["eval_loss"].as_f64(),
-        eval_accuracy: v["eval_accuracy"].as_f64(),
-    }
 }

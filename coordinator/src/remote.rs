@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 
 use crate::auth::SendToken;
 use crate::progress::Display;
-use crate::scheduler::state_name;
+use crate::coordinator::state_name;
 
 /// Where the coordinator is and how to prove who we are.
 #[derive(Debug, Clone, clap::Args)]

@@ -20,14 +20,7 @@ pub const SUSPECTS_AT_JOB_END: usize = 1000;
 
 /// Where a metrics file's job lives: its spec, from the `job.json` beside it.
 pub fn job_spec_beside(metrics: &Path) -> Option<JobSpec> {
-    let job = metrics.parent().unwrap_or(Path::new(".")).join(outputs::JOB_FILE);
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(job).ok()?).ok()?;
-    let mut spec: JobSpec = serde_json::from_value(v["spec"].clone()).ok()?;
-    // job.json records the dataset's absolute path.
-    if let Some(p) = v["dataset"]["path"].as_str() {
-        spec.data = Some(p.to_string());
-    }
-    Some(spec)
+    crate::record::JobRecord::beside(metrics).map(|r| r.resolved_spec())
 }
 
 /// Renders the data map of `metrics` to `path` (.png or .svg by extension).

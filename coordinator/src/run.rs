@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::outputs;
 use crate::progress::Display;
-use crate::scheduler::{state_name, Coordinator, CoordinatorConfig};
+use crate::coordinator::{state_name, Coordinator, CoordinatorConfig};
 use crate::server::Embedded;
 
 #[derive(Debug, Clone, clap::Args)]

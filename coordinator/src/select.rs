@@ -161,19 +161,18 @@ pub fn metric_values(metrics: &RecordBatch, metric: Metric, what: &str) -> Resul
 /// The job's dataset, from the `job.json` beside a metrics file.
 pub fn job_dataset(metrics_path: &Path) -> Result<PathBuf> {
     let job = metrics_path.parent().unwrap_or(Path::new(".")).join(crate::outputs::JOB_FILE);
-    let text = std::fs::read_to_string(&job).map_err(|_| {
-        CartoError::invalid(format!(
+    if !job.exists() {
+        return Err(CartoError::invalid(format!(
             "--data is required: no {} beside {} to find the job's dataset",
             crate::outputs::JOB_FILE,
             metrics_path.display()
-        ))
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CartoError::invalid(format!("{}: {e}", job.display())))?;
-    v["dataset"]["path"]
-        .as_str()
-        .map(PathBuf::from)
-        .ok_or_else(|| CartoError::invalid(format!("{}: no dataset.path; pass --data", job.display())))
+        )));
+    }
+    let rec = crate::record::JobRecord::read(&job)?;
+    if rec.dataset.path.is_empty() {
+        return Err(CartoError::invalid(format!("{}: no dataset.path; pass --data", job.display())));
+    }
+    Ok(PathBuf::from(rec.dataset.path))
 }
 
 /// The dataset's selected rows, every original column, then the metrics

@@ -16,7 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::RequireToken;
-use crate::scheduler::{spawn_monitor, Coordinator};
+use crate::coordinator::{spawn_monitor, Coordinator};
 use crate::service::{JobApi, WorkerApi};
 
 /// Largest message the server accepts: one chunk plus headroom for its header.

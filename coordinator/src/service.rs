@@ -16,7 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
-use crate::scheduler::Coordinator;
+use crate::coordinator::Coordinator;
+use crate::locking::lock;
 
 /// Chunks being staged at once, process-wide: one per core. Sixty-four ranks
 /// reporting together would otherwise put 64 blocking threads on the cores
@@ -53,8 +54,10 @@ impl JobService for JobApi {
         Ok(Response::new(self.0.get(&req.into_inner().job_id)?))
     }
 
-    async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Rpc<pb::ListJobsResponse> {
-        Ok(Response::new(pb::ListJobsResponse { jobs: self.0.list(), next_page_token: String::new() }))
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Rpc<pb::ListJobsResponse> {
+        let req = req.into_inner();
+        let (jobs, next_page_token) = self.0.list_page(req.page_size, &req.page_token)?;
+        Ok(Response::new(pb::ListJobsResponse { jobs, next_page_token }))
     }
 
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -95,7 +98,8 @@ impl WorkerService for WorkerApi {
     type OrdersStream = ReceiverStream<Result<pb::Order, Status>>;
 
     async fn orders(&self, req: Request<pb::OrdersRequest>) -> Rpc<Self::OrdersStream> {
-        let rx = self.0.open_control(&req.into_inner().worker_id)?;
+        let req = req.into_inner();
+        let rx = self.0.open_control(&req.worker_id, &req.worker_secret)?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -128,15 +132,18 @@ impl WorkerService for WorkerApi {
 
 /// Decodes, validates and stages one rank's epoch report, chunk by chunk.
 /// Any bad chunk rejects the whole report and leaves the stage as before.
+/// Every chunk, and the stream's end, is checked against the job's current
+/// generation and the rank's lease: a stream that outlives its generation
+/// stops there, and touches nothing of the next one.
 async fn ingest_report(
     coord: &Coordinator,
     first: pb::EpochChunk,
     stream: &mut Streaming<pb::EpochChunk>,
 ) -> Result<u64, Status> {
     let (job_id, generation, rank, epoch) = (first.job_id.clone(), first.generation, first.rank, first.epoch);
-    let handle = coord.running(&job_id, generation, rank)?;
-    let agg = handle.aggregator;
-    let writer = agg.lock().unwrap().begin_report(epoch, rank)?;
+    let lease = first.lease.clone();
+    let agg = coord.running(&job_id, generation, rank, &lease)?;
+    let writer = lock(&agg).begin_report(epoch, rank, generation)?;
     // Decoding, validating, staging and writing the partition are CPU and
     // disk work: they run on the blocking pool, so the async threads keep
     // answering status calls while a large job's ranks report.
@@ -146,9 +153,12 @@ async fn ingest_report(
     let outcome: Result<(), Status> = async {
         while let Some(chunk) = next.take() {
             let what = format!("rank {rank} epoch {epoch} chunk {index}");
-            if (chunk.job_id.as_str(), chunk.generation, chunk.rank, chunk.epoch) != (job_id.as_str(), generation, rank, epoch) {
+            if (chunk.job_id.as_str(), chunk.generation, chunk.rank, chunk.epoch, chunk.lease.as_str())
+                != (job_id.as_str(), generation, rank, epoch, lease.as_str())
+            {
                 return Err(CartoError::invalid(format!("{what}: header differs from the report's first chunk")).into());
             }
+            coord.running(&job_id, generation, rank, &lease)?;
             if chunk.arrow_ipc.len() > MAX_CHUNK_BYTES {
                 return Err(Status::out_of_range(format!(
                     "{what}: {} bytes exceeds the {MAX_CHUNK_BYTES}-byte chunk limit",
@@ -162,7 +172,7 @@ async fn ingest_report(
                 let result = (|| -> Result<(), CartoError> {
                     for batch in ipc::decode_chunk(&chunk.arrow_ipc, &what)? {
                         let batch = crate::aggregator::conform(&batch, &what)?;
-                        agg.lock().unwrap().ingest(&w, &batch, &what)?;
+                        lock(&agg).ingest(&w, &batch, &what)?;
                         w.write(&batch)?;
                     }
                     Ok(())
@@ -170,7 +180,10 @@ async fn ingest_report(
                 (w, result)
             })
             .await
-            .map_err(|e| Status::internal(format!("staging a chunk: {e}")))?;
+            .map_err(|e| {
+                coord.internal_fault(&job_id, generation, format!("rank {rank} epoch {epoch}: staging a chunk failed: {e}"));
+                Status::internal("staging a chunk failed; the job's generation is re-formed")
+            })?;
             writer = Some(w);
             result?;
             index += 1;
@@ -184,9 +197,13 @@ async fn ingest_report(
     // closed before the lock is taken.
     match (outcome, writer) {
         (Ok(()), Some(mut writer)) => {
+            if let Err(e) = coord.running(&job_id, generation, rank, &lease) {
+                let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(writer)).await;
+                return Err(e.into());
+            }
             let rows = tokio::task::spawn_blocking(move || -> Result<u64, CartoError> {
                 writer.finish()?;
-                agg.lock().unwrap().finish_report(writer)
+                lock(&agg).finish_report(writer)
             })
             .await
             .map_err(|e| Status::internal(format!("finishing a report: {e}")))??;
@@ -194,8 +211,9 @@ async fn ingest_report(
             Ok(rows)
         }
         (outcome, writer) => {
-            drop(writer);
-            let _ = tokio::task::spawn_blocking(move || agg.lock().unwrap().abort_report(epoch, rank)).await;
+            if let Some(writer) = writer {
+                let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(writer)).await;
+            }
             Err(outcome.err().unwrap_or_else(|| Status::internal("the report's writer was lost")))
         }
     }

@@ -14,7 +14,7 @@ use carto_common::proto::v1::job_service_client::JobServiceClient;
 use carto_common::proto::v1::worker_service_client::WorkerServiceClient;
 use carto_common::proto::PROTOCOL_VERSION;
 use carto_common::sampler::ShardPlan;
-use carto_coordinator::scheduler::{Coordinator, CoordinatorConfig};
+use carto_coordinator::coordinator::{Coordinator, CoordinatorConfig};
 use carto_coordinator::server::Embedded;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tonic::transport::Channel;
