@@ -93,6 +93,11 @@ impl Coordinator {
         &self.config
     }
 
+    /// Submits being prepared now (loading their dataset, or waiting to).
+    pub fn submits_in_flight(&self) -> usize {
+        self.submits_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Runs one state transition under the lock and queues its effects
     /// (in transition order) for the executor; they run after the lock is released.
     fn transition<R>(&self, f: impl FnOnce(&mut JobManager, &mut WorkerRegistry) -> R) -> (R::Out, Pending)
@@ -119,6 +124,9 @@ impl Coordinator {
     pub async fn submit(self: &Arc<Self>, spec: JobSpec, overwrite: bool) -> Result<pb::Job> {
         spec.validate()?;
         let spec = spec.with_defaults();
+        let out = PathBuf::from(spec.out.clone().expect("validated"));
+        self.transition(|jobs, _| jobs.claim_out(&out).map(|()| ((), Effects::default()))).0?;
+        let mut claim = OutClaim { coord: self, out: out.clone(), armed: true };
         let limits = &self.config.limits;
         let in_flight = self.submits_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let _in_flight = InFlight(&self.submits_in_flight);
@@ -134,9 +142,6 @@ impl Coordinator {
                 "{active} jobs are queued or running, the most this coordinator takes: wait for some to end"
             )));
         }
-        let out = PathBuf::from(spec.out.clone().expect("validated"));
-        self.transition(|jobs, _| jobs.claim_out(&out).map(|()| ((), Effects::default()))).0?;
-        let mut claim = OutClaim { coord: self, out: out.clone(), armed: true };
 
         let _permit = self.loading.acquire().await.map_err(|_| CartoError::internal("shutting down"))?;
         let ds_spec = spec.dataset_spec()?;

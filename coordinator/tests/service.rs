@@ -3,9 +3,7 @@
 //! merging, and the rejection of every kind of bad report with the proper
 //! status code and no change of state.
 
-use std::time::Duration;
-
-use arrow::array::{Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+use arrow::array::{Array, Float64Array, Int32Array, Int64Array};
 use carto_common::dynamics::DynamicsColumns;
 use carto_common::ipc;
 use carto_common::metrics::{RowStats, SampleAccumulators};
@@ -13,169 +11,13 @@ use carto_common::proto::v1 as pb;
 use carto_common::proto::v1::job_service_client::JobServiceClient;
 use carto_common::proto::v1::worker_service_client::WorkerServiceClient;
 use carto_common::proto::PROTOCOL_VERSION;
-use carto_common::sampler::ShardPlan;
 use carto_coordinator::coordinator::{Coordinator, CoordinatorConfig};
 use carto_coordinator::server::Embedded;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tonic::transport::Channel;
 use tonic::Code;
 
-const ROWS: usize = 40;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    out: std::path::PathBuf,
-    server: Embedded,
-    jobs: JobServiceClient<Channel>,
-}
-
-impl Fixture {
-    async fn start(workers: u32) -> (Fixture, pb::Job) {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data.csv");
-        let mut csv = String::from("text,label\n");
-        for i in 0..ROWS {
-            csv += &format!("review number {i},{}\n", if i % 3 == 0 { "neg" } else { "pos" });
-        }
-        std::fs::write(&data, csv).unwrap();
-        let out = dir.path().join("out");
-        let coord = Coordinator::new(CoordinatorConfig::default());
-        let server = Embedded::start(coord, "127.0.0.1:0").await.unwrap();
-        let mut jobs = JobServiceClient::connect(server.url()).await.unwrap();
-        let spec = pb::JobSpec {
-            data: data.display().to_string(),
-            label_col: "label".into(),
-            text_col: "text".into(),
-            out: out.display().to_string(),
-            epochs: Some(2),
-            batch_size: Some(8),
-            workers: Some(workers),
-            ..Default::default()
-        };
-        let job = jobs.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await.unwrap().into_inner().job.unwrap();
-        (Fixture { _dir: dir, out, server, jobs }, job)
-    }
-}
-
-/// A client that speaks the worker protocol (no training: it sends rows it
-/// computes from chosen logits, so the expected metrics are known exactly).
-struct FakeRank {
-    client: WorkerServiceClient<Channel>,
-    assignment: pb::Assignment,
-    _control: tonic::Streaming<pb::Order>,
-}
-
-impl FakeRank {
-    async fn join(url: &str) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::connect(url.to_string()).await.unwrap()
-    }
-
-    async fn register(client: &mut WorkerServiceClient<Channel>) -> (String, tonic::Streaming<pb::Order>) {
-        let reg = client
-            .register(pb::RegisterRequest {
-                protocol_version: PROTOCOL_VERSION,
-                hostname: "test".into(),
-                devices: vec!["cpu".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let control = client
-            .orders(pb::OrdersRequest { worker_id: reg.worker_id.clone(), worker_secret: reg.worker_secret.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        (reg.worker_id, control)
-    }
-
-    async fn assigned(mut client: WorkerServiceClient<Channel>) -> FakeRank {
-        let (_, mut control) = Self::register(&mut client).await;
-        let msg = tokio::time::timeout(Duration::from_secs(5), control.message()).await.unwrap().unwrap().unwrap();
-        let Some(pb::order::Kind::Assignment(assignment)) = msg.kind else { panic!("expected an assignment, got {msg:?}") };
-        FakeRank { client, assignment, _control: control }
-    }
-
-    fn plan(&self) -> ShardPlan {
-        let s = self.assignment.shard.unwrap();
-        ShardPlan { num_samples: s.num_samples, seed: s.seed, world_size: s.world_size, rank: s.rank, global_batch: s.global_batch }
-    }
-
-    fn chunk(&self, epoch: u32, bytes: Vec<u8>) -> pb::EpochChunk {
-        pb::EpochChunk {
-            job_id: self.assignment.job_id.clone(),
-            generation: self.assignment.generation,
-            rank: self.assignment.rank,
-            epoch,
-            arrow_ipc: bytes,
-            lease: self.assignment.lease.clone(),
-        }
-    }
-
-    async fn report(&mut self, chunks: Vec<pb::EpochChunk>) -> Result<u64, tonic::Status> {
-        self.client.report_epoch(tokio_stream::iter(chunks)).await.map(|r| r.into_inner().rows)
-    }
-
-    async fn done(&mut self, epoch: u32, rows: u64) -> Result<bool, tonic::Status> {
-        self.client
-            .epoch_done(pb::EpochDoneRequest {
-                job_id: self.assignment.job_id.clone(),
-                generation: self.assignment.generation,
-                rank: self.assignment.rank,
-                epoch,
-                samples: rows,
-                loss_sum: rows as f64 * 0.5,
-                correct: rows / 2,
-                train_seconds: 0.1,
-                rows_sent: rows,
-                lease: self.assignment.lease.clone(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().stop)
-    }
-}
-
-fn label(s: usize) -> i64 {
-    // "neg" < "pos": neg = 0, pos = 1.
-    if s % 3 == 0 { 0 } else { 1 }
-}
-
-/// Logits chosen per (sample, epoch) so metrics differ across samples and epochs.
-fn logits(s: usize, epoch: u32) -> [f64; 2] {
-    let x = (s as f64 * 0.37 + epoch as f64 * 0.9).sin() * 2.0;
-    [x, -x * 0.5]
-}
-
-fn rows_for(samples: &[u64], epoch: u32) -> DynamicsColumns {
-    let mut cols = DynamicsColumns::default();
-    for &s in samples {
-        let s = s as usize;
-        cols.push(s as i64, label(s), &RowStats::from_logits(&logits(s, epoch), label(s) as usize));
-    }
-    cols
-}
-
-fn my_samples(rank: &FakeRank, epoch: u32) -> Vec<u64> {
-    rank.plan().rank_items(epoch).iter().filter(|i| !i.padding).map(|i| i.sample).collect()
-}
-
-fn read(path: &std::path::Path) -> RecordBatch {
-    let r = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
-    let b: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
-}
-
-async fn wait_state(jobs: &mut JobServiceClient<Channel>, id: &str, want: pb::JobState) -> pb::Job {
-    for _ in 0..100 {
-        let j = jobs.get_job(pb::GetJobRequest { job_id: id.into() }).await.unwrap().into_inner();
-        if j.state == want as i32 {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("job {id} never reached {want:?}");
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn a_job_is_assigned_merged_and_written() {
