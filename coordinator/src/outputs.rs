@@ -50,7 +50,12 @@ impl SampleInfo {
 
 /// Path of one rank's dynamics partition for one epoch.
 pub fn dynamics_part(out: &Path, epoch: u32, rank: u32) -> PathBuf {
-    out.join(DYNAMICS_DIR).join(format!("epoch={epoch}")).join(format!("part-{rank}.parquet"))
+    epoch_dir(out, epoch).join(format!("part-{rank}.parquet"))
+}
+
+/// The committed partition of one epoch, `dynamics/epoch=K`.
+pub fn epoch_dir(out: &Path, epoch: u32) -> PathBuf {
+    out.join(DYNAMICS_DIR).join(format!("epoch={epoch}"))
 }
 
 /// Where an epoch's partition files gather until the epoch commits; the

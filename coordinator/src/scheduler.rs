@@ -747,7 +747,7 @@ impl Coordinator {
             let mut agg = agg.lock().unwrap();
             agg.set_world(world);
             let start = agg.committed();
-            agg.begin_epoch(start);
+            agg.begin_epoch(start, job.generation);
             start
         };
         let checkpoint_dir = job.checkpoint_dir();

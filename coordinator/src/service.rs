@@ -136,7 +136,8 @@ async fn ingest_report(
     let (job_id, generation, rank, epoch) = (first.job_id.clone(), first.generation, first.rank, first.epoch);
     let handle = coord.running(&job_id, generation, rank)?;
     let agg = handle.aggregator;
-    let writer = agg.lock().unwrap().begin_report(epoch, rank)?;
+    let writer = agg.lock().unwrap().begin_report(epoch, rank, generation)?;
+    let report = writer.id();
     // Decoding, validating, staging and writing the partition are CPU and
     // disk work: they run on the blocking pool, so the async threads keep
     // answering status calls while a large job's ranks report.
@@ -195,7 +196,7 @@ async fn ingest_report(
         }
         (outcome, writer) => {
             drop(writer);
-            let _ = tokio::task::spawn_blocking(move || agg.lock().unwrap().abort_report(epoch, rank)).await;
+            let _ = tokio::task::spawn_blocking(move || agg.lock().unwrap().abort_report(report)).await;
             Err(outcome.err().unwrap_or_else(|| Status::internal("the report's writer was lost")))
         }
     }
