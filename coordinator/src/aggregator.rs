@@ -921,10 +921,11 @@ impl Aggregator {
         }
     }
 
-    /// A new world for the next generation (between stages: after
-    /// [`Self::discard_stage`], before [`Self::begin_epoch`]).
+    /// A new world for the next generation, before its
+    /// [`Self::begin_epoch`]. An open stage (of the ending generation) is
+    /// discarded first: its ranks are not this world's.
     pub fn set_world(&mut self, world_size: u32) {
-        debug_assert!(self.stage.is_none());
+        self.discard_stage();
         self.plan.world_size = world_size;
     }
 
@@ -1411,6 +1412,13 @@ mod tests {
         let mut w = a.begin_report(0, 1, 1).unwrap();
         w.finish().unwrap();
         precondition(w.write(&rows(0, 1)), "already closed");
+        // A new world discards the open stage; its ranks are the new world's.
+        a.set_world(1);
+        assert_eq!(a.current_epoch(), None);
+        assert!(!outputs::pending_dir(dir.path(), 0).exists());
+        a.begin_epoch(0, 2);
+        assert!(matches!(a.begin_report(0, 1, 2), Err(CartoError::InvalidInput(_))));
+        precondition(a.finish_report(w), "stale generation 1");
     }
 
     #[test]
