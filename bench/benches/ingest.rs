@@ -42,15 +42,18 @@ fn chunks(world: u32, epoch: u32) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
+/// The job's generation in these benchmarks (one, never re-formed).
+const GENERATION: u64 = 1;
+
 /// An aggregator that has folded epoch 0 and opened epoch 1.
 fn aggregator(world: u32, out: &std::path::Path, epoch0: &[(u32, Vec<u8>)]) -> Aggregator {
     let labels = (0..SAMPLES).map(|s| carto_bench::label_of(s, CLASSES)).collect();
     let info = Arc::new(SampleInfo { labels, label_names: None, ids: None });
     let mut agg = Aggregator::new(out, info, CLASSES as usize, SEED, world, 3, true);
-    agg.begin_epoch(0);
+    agg.begin_epoch(0, GENERATION);
     stage_all(&mut agg, 0, epoch0);
     agg.fold_stage().unwrap();
-    agg.begin_epoch(1);
+    agg.begin_epoch(1, GENERATION);
     agg
 }
 
@@ -59,7 +62,7 @@ fn stage_all(agg: &mut Aggregator, epoch: u32, chunks: &[(u32, Vec<u8>)]) -> usi
     for (rank, bytes) in chunks {
         for batch in ipc::decode_chunk(bytes, "bench").unwrap() {
             let batch = conform(&batch, "bench").unwrap();
-            rows += agg.stage_batch(epoch, *rank, &batch, "bench").unwrap();
+            rows += agg.stage_batch(epoch, GENERATION, *rank, &batch, "bench").unwrap();
         }
     }
     rows

@@ -172,7 +172,11 @@ fn carry_out(e: Effect) {
         }
         Effect::DiscardStage { aggregator, generation } => {
             assert_no_state_lock("discarding a stage");
-            lock(&aggregator).discard_stage(generation);
+            let mut agg = lock(&aggregator);
+            // A later generation's stage is not this transition's to drop.
+            if agg.current_generation().is_some_and(|g| g <= generation) {
+                agg.discard_stage();
+            }
         }
         Effect::BeginGeneration { aggregator, world, epoch, generation } => {
             let mut agg = lock(&aggregator);

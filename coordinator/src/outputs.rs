@@ -50,7 +50,12 @@ impl SampleInfo {
 
 /// Path of one rank's dynamics partition for one epoch.
 pub fn dynamics_part(out: &Path, epoch: u32, rank: u32) -> PathBuf {
-    out.join(DYNAMICS_DIR).join(format!("epoch={epoch}")).join(format!("part-{rank}.parquet"))
+    epoch_dir(out, epoch).join(format!("part-{rank}.parquet"))
+}
+
+/// The committed partition of one epoch, `dynamics/epoch=K`.
+pub fn epoch_dir(out: &Path, epoch: u32) -> PathBuf {
+    out.join(DYNAMICS_DIR).join(format!("epoch={epoch}"))
 }
 
 /// Where an epoch's partition files gather until the epoch commits; the
@@ -173,18 +178,46 @@ pub fn in_progress_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.inprogress"))
 }
 
-/// Writes `batch` to `path` atomically (write beside, fsync, rename).
+/// Writes `batch` to `path` atomically: written beside, fsynced, renamed,
+/// and the directory fsynced, so after a crash `path` is the old file or
+/// the whole new one.
 pub fn write_parquet_atomic(path: &Path, batch: &RecordBatch, label_names: Option<&[String]>) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| CartoError::io(dir, e))?;
-    }
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| CartoError::io(dir, e))?;
     let tmp = in_progress_path(path);
     let file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
     let bad = |e: parquet::errors::ParquetError| CartoError::internal(format!("{}: {e}", path.display()));
-    let w = ArrowWriter::try_new(file, batch.schema(), Some(writer_props(label_names))).map_err(bad)?;
-    let file = write_columns_parallel(w, batch).map_err(bad)?;
-    file.sync_all().map_err(|e| CartoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CartoError::io(path, e))
+    let written = (|| {
+        let w = ArrowWriter::try_new(file, batch.schema(), Some(writer_props(label_names))).map_err(bad)?;
+        let file = write_columns_parallel(w, batch).map_err(bad)?;
+        file.sync_all().map_err(|e| CartoError::io(&tmp, e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| CartoError::io(path, e))?;
+    sync_dir(dir)
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the entries of directory `path` durable (files created, renamed or
+/// removed in it): opens the directory and fsyncs it. Filesystems that
+/// cannot fsync a directory (EINVAL, ENOTSUP) are taken as having nothing
+/// to sync.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    let synced = File::open(path).and_then(|d| d.sync_all());
+    match synced {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => Ok(()),
+        r => r.map_err(|e| CartoError::io(path, e)),
+    }
 }
 
 /// Rows per row group of files written whole (ArrowWriter's default).
@@ -252,51 +285,119 @@ fn write_columns_parallel<W: std::io::Write + Send>(
     file.into_inner()
 }
 
-/// Writes `text` to `path` atomically.
+/// Writes `text` to `path` atomically (written beside, fsynced, renamed,
+/// the directory fsynced).
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
     let tmp = in_progress_path(path);
-    std::fs::write(&tmp, text).map_err(|e| CartoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CartoError::io(path, e))
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CartoError::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| CartoError::io(path, e))?;
+    sync_dir(parent_dir(path))
 }
 
-/// Checks that `out` can take a new job's outputs: it is absent, empty, or
-/// (with `overwrite`) holds only carto outputs, which are then removed.
-/// Without `overwrite`, earlier results are never touched.
+/// Where `carto run` keeps a job's state while it runs (`OUT/.carto`).
+pub const STATE_DIR: &str = ".carto";
+
+/// Whether `name`, an entry of an output directory, is one carto writes:
+/// an output ([`OUTPUT_NAMES`]), the state directory, or an output's
+/// temporary name while it is being written (see [`in_progress_path`]).
+pub fn is_carto_output(name: &str) -> bool {
+    if OUTPUT_NAMES.contains(&name) || name == STATE_DIR {
+        return true;
+    }
+    OUTPUT_NAMES.iter().any(|n| {
+        let p = Path::new(n);
+        let tmp = in_progress_path(p);
+        // Written as is, or (the data maps) with the output's extension
+        // put back so the image encoder picks the format.
+        let with_ext = tmp.with_extension(p.extension().unwrap_or_default());
+        tmp.as_os_str() == name || with_ext.as_os_str() == name
+    })
+}
+
+/// Whether `name`, an entry of `OUT/dynamics`, is one carto writes: a
+/// committed partition `epoch=K` or a pending one `.epoch=K.pending`.
+pub fn is_carto_dynamics_entry(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(k) = name.strip_prefix("epoch=") {
+        return digits(k);
+    }
+    name.strip_prefix(".epoch=").and_then(|k| k.strip_suffix(".pending")).is_some_and(digits)
+}
+
+/// Checks that `out` can take a new job's outputs: it is absent or empty,
+/// or `overwrite` is given, and then carto's own entries in it (see
+/// [`is_carto_output`], and inside `dynamics/` the `epoch=K` partitions)
+/// are removed and every other entry is left as it is. Without
+/// `overwrite`, a directory with anything in it is refused and nothing is
+/// touched. Messages never list the directory (a remote caller may name
+/// any directory the coordinator can read).
 pub fn prepare_out_dir(out: &Path, overwrite: bool) -> Result<()> {
-    if out.exists() {
-        if !out.is_dir() {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => {
             return Err(CartoError::invalid(format!("out {}: exists and is not a directory", out.display())));
         }
-        let present: Vec<String> = std::fs::read_dir(out)
-            .map_err(|e| CartoError::io(out, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        if !present.is_empty() {
-            if !overwrite {
-                return Err(CartoError::invalid(format!(
-                    "out {}: already holds {}; choose another directory or pass --overwrite",
-                    out.display(),
-                    present.join(", ")
-                )));
-            }
-            let foreign: Vec<&String> =
-                present.iter().filter(|p| !OUTPUT_NAMES.contains(&p.as_str()) && !p.starts_with('.')).collect();
-            if !foreign.is_empty() {
-                return Err(CartoError::invalid(format!(
-                    "out {}: holds files carto did not write ({}); refusing to overwrite",
-                    out.display(),
-                    foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                )));
-            }
-            for name in &present {
-                let p = out.join(name);
-                let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-                r.map_err(|e| CartoError::io(&p, e))?;
+        Ok(_) => {
+            let entries = std::fs::read_dir(out).map_err(|e| CartoError::io(out, e))?.count();
+            if entries > 0 {
+                if !overwrite {
+                    let what = if entries == 1 { "1 entry".to_string() } else { format!("{entries} entries") };
+                    return Err(CartoError::invalid(format!(
+                        "out {}: is not empty ({what}); choose another directory, or pass --overwrite, \
+                         which removes carto's own outputs there and nothing else",
+                        out.display()
+                    )));
+                }
+                remove_carto_outputs(out)?;
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CartoError::io(out, e)),
     }
     std::fs::create_dir_all(out).map_err(|e| CartoError::io(out, e))
+}
+
+/// Removes what carto wrote into `out` (an earlier job's outputs), and
+/// nothing else. Symbolic links are removed, never followed.
+fn remove_carto_outputs(out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(out).map_err(|e| CartoError::io(out, e))? {
+        let entry = entry.map_err(|e| CartoError::io(out, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if name == DYNAMICS_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // Only the partitions: a file someone put beside them stays,
+            // and then so does the directory.
+            for e in std::fs::read_dir(&path).map_err(|e| CartoError::io(&path, e))? {
+                let e = e.map_err(|e| CartoError::io(&path, e))?;
+                if e.file_name().to_str().is_some_and(is_carto_dynamics_entry) {
+                    remove_entry(&e.path())?;
+                }
+            }
+            match std::fs::remove_dir(&path) {
+                Ok(()) => {}
+                Err(_) if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) => {}
+                Err(e) => return Err(CartoError::io(&path, e)),
+            }
+        } else if is_carto_output(name) {
+            remove_entry(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file, a link (not its target) or a whole directory.
+fn remove_entry(path: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| CartoError::io(path, e))?;
+    let r = if meta.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    r.map_err(|e| CartoError::io(path, e))
 }
 
 #[cfg(test)]
@@ -343,13 +444,95 @@ mod tests {
         prepare_out_dir(&out, false).unwrap();
         std::fs::write(out.join(METRICS_FILE), b"old").unwrap();
         let err = prepare_out_dir(&out, false).unwrap_err().to_string();
-        assert!(err.contains("--overwrite") && err.contains(METRICS_FILE), "{err}");
+        assert!(err.contains("--overwrite") && err.contains("1 entry"), "{err}");
         assert_eq!(std::fs::read(out.join(METRICS_FILE)).unwrap(), b"old");
-        std::fs::write(out.join("notes.txt"), b"mine").unwrap();
-        assert!(prepare_out_dir(&out, true).unwrap_err().to_string().contains("notes.txt"));
-        assert!(out.join(METRICS_FILE).exists());
-        std::fs::remove_file(out.join("notes.txt")).unwrap();
         prepare_out_dir(&out, true).unwrap();
         assert!(!out.join(METRICS_FILE).exists());
+        assert!(std::fs::read_dir(&out).unwrap().next().is_none());
+    }
+
+    /// Hole 5: a remote SubmitJob naming any directory got its listing back.
+    #[test]
+    fn refusing_a_directory_never_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        for name in ["secret-plans.txt", "id_rsa", METRICS_FILE] {
+            std::fs::write(out.join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(out.join(".ssh")).unwrap();
+        let err = prepare_out_dir(out, false).unwrap_err().to_string();
+        for name in ["secret-plans", "id_rsa", METRICS_FILE, ".ssh"] {
+            assert!(!err.contains(name), "{name} echoed: {err}");
+        }
+        assert!(err.contains("4 entries") && err.contains("--overwrite"), "{err}");
+        let file = out.join("id_rsa");
+        let err = prepare_out_dir(&file, true).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    /// Hole 11: `--overwrite` removed hidden entries (`.git`) it had not
+    /// written and refused directories holding anything else.
+    #[test]
+    fn overwrite_removes_only_what_carto_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let write = |rel: &str| {
+            let p = out.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        let theirs = [".git/HEAD", "notes.txt", ".env", "dynamics/README.md", "data/train.csv"];
+        let ours = [
+            METRICS_FILE,
+            JOB_FILE,
+            "datamap.png",
+            "suspects.csv",
+            ".metrics.parquet.inprogress",
+            ".datamap.png.png",
+            ".job.json.inprogress",
+            ".carto/jobs/job-1/job.json",
+            "dynamics/epoch=0/part-0.parquet",
+            "dynamics/epoch=12/part-3.parquet",
+            "dynamics/.epoch=1.pending/.part-0.g1.0.parquet.inprogress",
+        ];
+        for rel in theirs.iter().chain(&ours) {
+            write(rel);
+        }
+        // A link named like an output is removed, never followed.
+        let target = tempfile::tempdir().unwrap();
+        std::fs::write(target.path().join("keep.txt"), b"x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(target.path(), out.join("datamap.svg")).unwrap();
+        prepare_out_dir(out, true).unwrap();
+        for rel in theirs {
+            assert!(out.join(rel).exists(), "{rel} was removed");
+        }
+        for rel in ours {
+            assert!(!out.join(rel).exists(), "{rel} was kept");
+        }
+        assert!(!out.join(".carto").exists() && !out.join("dynamics/epoch=0").exists());
+        assert!(std::fs::symlink_metadata(out.join("datamap.svg")).is_err());
+        assert!(target.path().join("keep.txt").exists());
+        // With only carto's partitions in it, `dynamics/` goes too.
+        write("dynamics/epoch=0/part-0.parquet");
+        std::fs::remove_file(out.join("dynamics/README.md")).unwrap();
+        prepare_out_dir(out, true).unwrap();
+        assert!(!out.join(DYNAMICS_DIR).exists());
+        assert!(out.join(".git/HEAD").exists() && out.join("notes.txt").exists());
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOB_FILE);
+        write_text_atomic(&path, "{}").unwrap();
+        write_text_atomic(&path, "{\"a\": 1}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\": 1}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [JOB_FILE]);
+        sync_dir(dir.path()).unwrap();
+        assert!(sync_dir(&dir.path().join("absent")).is_err());
+        // A bare file name syncs the current directory.
+        assert_eq!(parent_dir(Path::new("x.json")), Path::new("."));
     }
 }

@@ -144,6 +144,7 @@ async fn ingest_report(
     let lease = first.lease.clone();
     let agg = coord.running(&job_id, generation, rank, &lease)?;
     let writer = lock(&agg).begin_report(epoch, rank, generation)?;
+    let report = writer.id();
     // Decoding, validating, staging and writing the partition are CPU and
     // disk work: they run on the blocking pool, so the async threads keep
     // answering status calls while a large job's ranks report.
@@ -198,12 +199,18 @@ async fn ingest_report(
     match (outcome, writer) {
         (Ok(()), Some(mut writer)) => {
             if let Err(e) = coord.running(&job_id, generation, rank, &lease) {
-                let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(writer)).await;
+                drop(writer);
+                let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(report)).await;
                 return Err(e.into());
             }
             let rows = tokio::task::spawn_blocking(move || -> Result<u64, CartoError> {
-                writer.finish()?;
-                lock(&agg).finish_report(writer)
+                // A report that cannot be closed is taken back whole, so the
+                // rank may report again.
+                let finished = writer.finish().and_then(|()| lock(&agg).finish_report(writer));
+                if finished.is_err() {
+                    let _ = lock(&agg).abort_report(report);
+                }
+                finished
             })
             .await
             .map_err(|e| Status::internal(format!("finishing a report: {e}")))??;
@@ -211,9 +218,8 @@ async fn ingest_report(
             Ok(rows)
         }
         (outcome, writer) => {
-            if let Some(writer) = writer {
-                let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(writer)).await;
-            }
+            drop(writer);
+            let _ = tokio::task::spawn_blocking(move || lock(&agg).abort_report(report)).await;
             Err(outcome.err().unwrap_or_else(|| Status::internal("the report's writer was lost")))
         }
     }
