@@ -821,11 +821,11 @@ mod tests {
     #[test]
     fn a_lost_rank_reforms_on_a_spare_and_the_old_leases_stop_working() {
         let (mut m, mut reg, dir) = manager(CoordinatorConfig::default());
-        let (w0, r0) = worker(&mut reg);
-        let (_spare, _rs) = worker(&mut reg);
+        let mut streams: HashMap<String, _> = [worker(&mut reg), worker(&mut reg)].into_iter().collect();
         let fx = m.add(new_job(dir.path(), "a", 1), &mut reg);
         let first = assignments(&fx).remove(0);
-        drop(r0);
+        let w0 = m.job("a").unwrap().ranks[0].clone();
+        streams.remove(&w0);
         let lost = reg.reap(Duration::from_secs(60));
         assert_eq!(lost[0].id, w0);
         let fx = m.workers_lost(lost, &mut reg);

@@ -63,13 +63,16 @@ async fn a_stream_that_outlives_its_generation_touches_nothing_of_the_next() {
         lease: old.assignment.lease.clone(),
         ..Default::default()
     };
-    old.client.report_failure(failure).await.unwrap();
-    let mut new = FakeRank::take_assignment(spare_client, spare).await;
+    let mut old_client = old.client.clone();
+    old_client.report_failure(failure).await.unwrap();
+    let stale_chunk = old.chunk(0, encode(&rows, 10, 25));
+    // The freed worker or the spare: either runs generation 2.
+    let mut new = FakeRank::either(old, spare_client, spare).await;
     assert_eq!(new.assignment.generation, 2);
     assert_eq!(new.report(vec![new.chunk(0, encode(&rows, 0, ROWS))]).await.unwrap(), ROWS as u64);
 
     // The stale stream goes on: refused, and generation 2's rows stay.
-    tx.send(old.chunk(0, encode(&rows, 10, 25))).await.unwrap();
+    tx.send(stale_chunk).await.unwrap();
     drop(tx);
     let err = stale.await.unwrap().expect_err("a stale stream's later chunk");
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
@@ -170,7 +173,7 @@ async fn a_failed_commit_rename_reforms_the_job_and_the_rerun_commits() {
     assert_eq!(err.code(), Code::Internal, "{}", err.message());
     std::fs::remove_file(&blocker).unwrap();
 
-    let mut rerun = FakeRank::take_assignment(spare_client, spare).await;
+    let mut rerun = FakeRank::either(first, spare_client, spare).await;
     assert_eq!((rerun.assignment.generation, rerun.assignment.start_epoch), (2, 0));
     for epoch in 0..2 {
         let rows = rows_for(&my_samples(&rerun, epoch), epoch);

@@ -119,6 +119,20 @@ impl FakeRank {
         }
     }
 
+    /// This worker's next assignment (after an abort, say).
+    pub async fn next_assignment(self) -> FakeRank {
+        let reg = Registered { worker_id: String::new(), secret: String::new(), control: self.control };
+        Self::take_assignment(self.client, reg).await
+    }
+
+    /// The next assignment of whichever of two workers gets one first.
+    pub async fn either(a: FakeRank, b_client: WorkerServiceClient<Channel>, b: Registered) -> FakeRank {
+        tokio::select! {
+            r = a.next_assignment() => r,
+            r = Self::take_assignment(b_client, b) => r,
+        }
+    }
+
     pub async fn assigned(mut client: WorkerServiceClient<Channel>) -> FakeRank {
         let Registered { mut control, .. } = Self::register(&mut client).await;
         let msg = tokio::time::timeout(Duration::from_secs(5), control.message()).await.unwrap().unwrap().unwrap();
