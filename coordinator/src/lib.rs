@@ -24,6 +24,7 @@ pub mod recompute;
 pub mod recovery;
 pub mod remote;
 pub mod reports;
+pub mod roots;
 pub mod run;
 pub mod scheduler;
 pub mod select;
