@@ -4,7 +4,7 @@
 //! the user token, redacted file contents, exit codes and ListJobs paging.
 //! In-process servers on 127.0.0.1:0 and the real `carto` binary.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,27 +45,29 @@ fn carto() -> Command {
 }
 
 /// Runs to completion within a deadline (a server that should have refused
-/// to start is killed and reported).
+/// to start is killed and reported). Output is drained as it comes, so a
+/// long answer cannot stall the child on a full pipe.
 fn finish(mut cmd: Command, within: Duration) -> (i32, String, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let drain = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(r).read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
+            return (status.code().unwrap_or(-1), out.join().unwrap(), err.join().unwrap());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "still running after {within:?}; stdout: {} stderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let out: String = out.join().unwrap().chars().take(2000).collect();
+            panic!("still running after {within:?}; stdout: {out} stderr: {}", err.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
