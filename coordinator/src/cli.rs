@@ -1,5 +1,9 @@
-//! The `carto` command line. Every error ends as one line on stderr and exit
-//! code 2; results go to stdout.
+//! The `carto` command line. Every error ends as one line on stderr; results
+//! go to stdout. Exit codes: 0 success, 2 the user's input (flags, files,
+//! job spec, credentials, paths outside a root; also `watch` of a job that
+//! did not succeed), 3 an internal error (the coordinator's own state, or a
+//! coordinator that is unreachable or answers INTERNAL / UNAVAILABLE). See
+//! [`exit_code`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +16,8 @@ use crate::outputs;
 use crate::recompute::{self, EpochRange};
 use crate::remote::{self, Connection};
 use crate::run::{self, RunArgs};
-use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::config::CoordinatorConfig;
+use crate::coordinator::Coordinator;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,21 +155,43 @@ pub struct MapArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0: any free port, printed at start).
+    /// Address to listen on (port 0: any free port, printed at start). A
+    /// non-loopback address needs tokens for users and workers, or --insecure.
     #[arg(long, default_value = "0.0.0.0:7070", value_name = "ADDR")]
     pub listen: String,
     /// Where the coordinator keeps its state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
-    /// Require this shared secret on every call but the health check.
+    /// Require this shared secret on every call but the health check (prefer
+    /// CARTO_TOKEN or --token-file: a flag's value shows in `ps`).
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
-    /// A separate secret for users' calls (JobService) [default: --token].
+    /// Read the shared secret from this file (trailing newline ignored) [overrides --token].
+    #[arg(long, env = "CARTO_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A separate secret for users' calls (JobService, reflection) [default: --token].
     #[arg(long, env = "CARTO_USER_TOKEN", hide_env_values = true, value_name = "T")]
     pub user_token: Option<String>,
+    /// Read the users' secret from this file [overrides --user-token].
+    #[arg(long, env = "CARTO_USER_TOKEN_FILE", value_name = "FILE")]
+    pub user_token_file: Option<PathBuf>,
     /// A separate secret for workers' calls (WorkerService) [default: --token].
     #[arg(long, env = "CARTO_WORKER_TOKEN", hide_env_values = true, value_name = "T")]
     pub worker_token: Option<String>,
+    /// Read the workers' secret from this file [overrides --worker-token].
+    #[arg(long, env = "CARTO_WORKER_TOKEN_FILE", value_name = "FILE")]
+    pub worker_token_file: Option<PathBuf>,
+    /// Serve a non-loopback address even without tokens for both users and
+    /// workers: anyone who can reach the port can submit jobs and join as a worker.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Jobs may read datasets (data, eval_data, pretrained) only under this
+    /// directory, symlinks resolved; relative paths are taken from it.
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Jobs may write outputs only under this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out_root: Option<PathBuf>,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -215,7 +242,40 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Parses the command line, runs it, and maps errors to one line and exit 2.
+/// Exit code of an error in the user's input (and of clap's usage errors).
+pub const EXIT_USER: u8 = 2;
+/// Exit code of an internal error: carto's own state, or a coordinator that
+/// cannot be reached or fails on its side.
+pub const EXIT_INTERNAL: u8 = 3;
+
+/// The exit code for an error: the first typed error in its chain decides
+/// ([`carto_common::CartoError`], a coordinator's [`remote::RemoteError`], a
+/// `tonic::Status`); anything untyped is the user's input (a file or flag).
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use carto_common::CartoError;
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<CartoError>() {
+            return match c {
+                CartoError::Internal(_) | CartoError::Io { .. } => EXIT_INTERNAL,
+                _ => EXIT_USER,
+            };
+        }
+        if let Some(r) = cause.downcast_ref::<remote::RemoteError>() {
+            return if r.is_user_error() { EXIT_USER } else { EXIT_INTERNAL };
+        }
+        if let Some(s) = cause.downcast_ref::<tonic::Status>() {
+            let r = remote::RemoteError { code: s.code(), message: String::new() };
+            return if r.is_user_error() { EXIT_USER } else { EXIT_INTERNAL };
+        }
+        if cause.downcast_ref::<tonic::transport::Error>().is_some() {
+            return EXIT_INTERNAL;
+        }
+    }
+    EXIT_USER
+}
+
+/// Parses the command line, runs it, and maps errors to one line and an
+/// exit code ([`exit_code`]).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -224,7 +284,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("carto: error: {}", msg.lines().next().unwrap_or_default());
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -376,23 +436,87 @@ fn write_metrics(out: &std::path::Path, r: &recompute::Recomputed) -> anyhow::Re
     Ok(())
 }
 
+/// The tokens `carto serve` requires, from files, the environment or flags.
+/// Any one given empty, or still the deploy files' placeholder, is an error.
+pub fn serve_tokens(a: &ServeArgs) -> anyhow::Result<(Option<String>, Option<String>)> {
+    use crate::auth::{check_token, resolve_token};
+    let token = resolve_token(a.token_file.as_deref(), a.token.as_deref(), "--token-file", "--token (CARTO_TOKEN)")?;
+    let user = resolve_token(a.user_token_file.as_deref(), a.user_token.as_deref(), "--user-token-file", "--user-token (CARTO_USER_TOKEN)")?
+        .or(token.clone());
+    let worker = resolve_token(
+        a.worker_token_file.as_deref(),
+        a.worker_token.as_deref(),
+        "--worker-token-file",
+        "--worker-token (CARTO_WORKER_TOKEN)",
+    )?
+    .or(token);
+    if let Some(t) = &user {
+        check_token(t, "the user token (--token / --user-token)")?;
+    }
+    if let Some(t) = &worker {
+        check_token(t, "the worker token (--token / --worker-token)")?;
+    }
+    Ok((user, worker))
+}
+
+/// Whether `carto serve` may listen on `addr` with this security: loopback
+/// always (warned when open); elsewhere only with tokens for both services,
+/// or with `--insecure` (warned loudly). Returns the warning to print.
+pub fn listen_policy(addr: std::net::SocketAddr, security: &crate::server::Security, insecure: bool) -> anyhow::Result<Option<String>> {
+    let open = match (&security.user_token, &security.worker_token) {
+        (None, None) => "users and workers",
+        (None, Some(_)) => "users (JobService)",
+        (Some(_), None) => "workers (WorkerService)",
+        (Some(_), Some(_)) => return Ok(None),
+    };
+    if addr.ip().is_loopback() {
+        return Ok(Some(format!(
+            "carto: warning: no token for {open}: any program on this machine can call the coordinator on {addr}"
+        )));
+    }
+    if insecure {
+        return Ok(Some(format!(
+            "carto: WARNING: --insecure: serving {addr} with no token for {open}; anyone who can reach this port can {}",
+            if security.worker_token.is_none() { "join as a worker and be sent jobs' data" } else { "submit and cancel jobs" }
+        )));
+    }
+    anyhow::bail!(
+        "refusing to serve the non-loopback address {addr} with no token for {open}: set CARTO_TOKEN or --token-file \
+         (or both --user-token-file and --worker-token-file), listen on 127.0.0.1, or pass --insecure"
+    )
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     use std::io::Write;
+    let (user_token, worker_token) = serve_tokens(&a)?;
+    let read = |p: &PathBuf, flag: &str| std::fs::read(p).with_context(|| format!("{flag} {}", p.display()));
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some((read(c, "--tls-cert")?, read(k, "--tls-key")?)),
+        _ => None,
+    };
+    let security = crate::server::Security { user_token, worker_token, tls };
+    let data_root = a.data_root.as_deref().map(|d| crate::roots::Roots::canonical_root(d, "--data-root")).transpose()?;
+    let out_root = a.out_root.as_deref().map(|d| crate::roots::Roots::canonical_root(d, "--out-root")).transpose()?;
+    let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("--listen {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(warning) = listen_policy(addr, &security, a.insecure)? {
+        eprintln!("{warning}");
+    }
     std::fs::create_dir_all(&a.state_dir).with_context(|| format!("--state-dir {}", a.state_dir.display()))?;
     let coord = Coordinator::new(CoordinatorConfig {
         worker_timeout: std::time::Duration::from_secs(a.worker_timeout_secs),
         state_dir: Some(a.state_dir.clone()),
         max_restarts: a.max_restarts,
         rejoin_wait: std::time::Duration::from_secs(a.rejoin_wait_secs),
+        data_root,
+        out_root,
         ..Default::default()
     });
     let resumed = coord.restore().with_context(|| format!("resuming from --state-dir {}", a.state_dir.display()))?;
     if resumed > 0 {
         eprintln!("carto: resuming {resumed} unfinished job(s) from {}", a.state_dir.display());
     }
-    let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("--listen {}", a.listen))?;
-    let addr = listener.local_addr()?;
-    let scheme = if a.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if security.tls.is_some() { "https" } else { "http" };
     println!("carto: serving on {scheme}://{addr} (state in {})", a.state_dir.display());
     std::io::stdout().flush()?;
     let shutdown = async {
@@ -401,16 +525,6 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-    };
-    let read = |p: &PathBuf, flag: &str| std::fs::read(p).with_context(|| format!("{flag} {}", p.display()));
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some((read(c, "--tls-cert")?, read(k, "--tls-key")?)),
-        _ => None,
-    };
-    let security = crate::server::Security {
-        user_token: a.user_token.clone().or(a.token.clone()),
-        worker_token: a.worker_token.clone().or(a.token.clone()),
-        tls,
     };
     crate::server::serve(coord, listener, security, shutdown).await
 }

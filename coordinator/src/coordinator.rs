@@ -29,6 +29,7 @@ use crate::jobs::{Claim, Job, JobManager, NewJob};
 use crate::locking::{lock, StateGuard};
 use crate::outputs::{self, SampleInfo};
 use crate::registry::{short_id, ControlReceiver, WorkerRegistry};
+use crate::roots::Roots;
 
 pub use crate::config::CoordinatorConfig;
 pub use crate::jobs::state_name;
@@ -48,6 +49,8 @@ pub struct Coordinator {
     submits_in_flight: AtomicUsize,
     /// Held for the process's life: one `carto serve` per `--state-dir`.
     state_dir_lock: Mutex<Option<File>>,
+    /// Where submitted jobs may read and write (`--data-root`, `--out-root`).
+    roots: Roots,
 }
 
 /// Releases a submit's claim on its output directory unless the job took it.
@@ -85,6 +88,7 @@ impl Coordinator {
             submits_in_flight: AtomicUsize::new(0),
             effects: Executor::new(),
             state_dir_lock: Mutex::new(None),
+            roots: Roots::from_config(&config),
             config,
         })
     }
@@ -123,7 +127,7 @@ impl Coordinator {
     /// queues the job. Bad input fails here, before anything is written.
     pub async fn submit(self: &Arc<Self>, spec: JobSpec, overwrite: bool) -> Result<pb::Job> {
         spec.validate()?;
-        let spec = spec.with_defaults();
+        let spec = self.confine(spec.with_defaults())?;
         let out = PathBuf::from(spec.out.clone().expect("validated"));
         self.transition(|jobs, _| jobs.claim_out(&out).map(|()| ((), Effects::default()))).0?;
         let mut claim = OutClaim { coord: self, out: out.clone(), armed: true };
@@ -173,6 +177,21 @@ impl Coordinator {
         claim.armed = false;
         pending.done().await;
         snapshot
+    }
+
+    /// The spec with its paths resolved inside the data and output roots
+    /// (symlinks followed); a path outside them is PERMISSION_DENIED.
+    fn confine(&self, mut spec: JobSpec) -> Result<JobSpec> {
+        let data = |field: &str, p: &Option<String>| -> Result<Option<String>> {
+            p.as_deref().map(|p| self.roots.data_path(field, p).map(|p| p.display().to_string())).transpose()
+        };
+        spec.data = data("data", &spec.data)?;
+        spec.eval_data = data("eval_data", &spec.eval_data)?;
+        spec.pretrained = data("pretrained", &spec.pretrained)?;
+        if let Some(out) = &spec.out {
+            spec.out = Some(self.roots.out_path(out)?.display().to_string());
+        }
+        Ok(spec)
     }
 
     /// Resumes the jobs recorded in the state directory (a restarted

@@ -33,6 +33,7 @@ pub mod recovery;
 pub mod registry;
 pub mod remote;
 pub mod reports;
+pub mod roots;
 pub mod run;
 pub mod select;
 pub mod server;

@@ -20,9 +20,13 @@ pub struct Connection {
     /// Coordinator URL, e.g. http://10.0.0.1:7070.
     #[arg(long, env = "CARTO_COORDINATOR", value_name = "URL")]
     pub coordinator: String,
-    /// Shared secret the coordinator was started with.
+    /// Shared secret the coordinator was started with (prefer CARTO_TOKEN or
+    /// --token-file: a flag's value shows in `ps`).
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
+    /// Read the secret from this file (trailing newline ignored) [overrides --token].
+    #[arg(long, env = "CARTO_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) to verify an https:// coordinator [default: the system's roots].
     #[arg(long, env = "CARTO_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -32,11 +36,18 @@ pub type Jobs = JobServiceClient<InterceptedService<Channel, SendToken>>;
 
 impl Connection {
     pub async fn jobs(&self) -> anyhow::Result<Jobs> {
+        let token = crate::auth::resolve_token(self.token_file.as_deref(), self.token.as_deref(), "--token-file", "--token")?;
+        let send = SendToken::new(token.as_deref())?;
         let channel = carto_common::transport::endpoint(&self.coordinator, self.ca.as_deref())?
             .connect()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {}: {}", self.coordinator, transport_cause(&e)))?;
-        Ok(JobServiceClient::with_interceptor(channel, SendToken::new(self.token.as_deref())?))
+            .map_err(|e| {
+                anyhow::Error::new(RemoteError {
+                    code: tonic::Code::Unavailable,
+                    message: format!("cannot reach the coordinator at {}: {}", self.coordinator, transport_cause(&e)),
+                })
+            })?;
+        Ok(JobServiceClient::with_interceptor(channel, send))
     }
 }
 
@@ -159,9 +170,40 @@ pub async fn status(conn: &Connection, job_id: &str) -> anyhow::Result<pb::Job> 
     Ok(jobs.get_job(pb::GetJobRequest { job_id: job_id.into() }).await.map_err(status_error)?.into_inner())
 }
 
+/// Every job, a page at a time until the coordinator's `next_page_token` is empty.
 pub async fn list(conn: &Connection) -> anyhow::Result<Vec<pb::Job>> {
     let mut jobs = conn.jobs().await?;
-    Ok(jobs.list_jobs(pb::ListJobsRequest::default()).await.map_err(status_error)?.into_inner().jobs)
+    list_all(&mut jobs).await
+}
+
+/// The paging loop of [`list`], for any JobService client.
+pub async fn list_all<T>(jobs: &mut JobServiceClient<T>) -> anyhow::Result<Vec<pb::Job>>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    /// A coordinator that hands back the token it was given would loop forever.
+    const MAX_PAGES: usize = 1_000_000;
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..MAX_PAGES {
+        let page = jobs
+            .list_jobs(pb::ListJobsRequest { page_size: 0, page_token: page_token.clone() })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        all.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        if page.next_page_token == page_token {
+            bail!("the coordinator returned the same page token twice while listing jobs");
+        }
+        page_token = page.next_page_token;
+    }
+    bail!("the coordinator's job list did not end after {MAX_PAGES} pages")
 }
 
 pub async fn cancel(conn: &Connection, job_id: &str) -> anyhow::Result<pb::Job> {
@@ -229,15 +271,44 @@ pub fn transport_cause(e: &dyn std::error::Error) -> String {
     cause
 }
 
-/// A gRPC status as one readable line.
+/// A coordinator's answer that was an error: its status code (which decides
+/// the exit code, see `cli::exit_code`) and one readable line.
+#[derive(Debug)]
+pub struct RemoteError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+impl RemoteError {
+    /// Whether the fault is on the caller's side (their input, credentials
+    /// or timing) rather than the coordinator's or the network's.
+    pub fn is_user_error(&self) -> bool {
+        use tonic::Code::*;
+        matches!(
+            self.code,
+            InvalidArgument | NotFound | AlreadyExists | PermissionDenied | Unauthenticated | FailedPrecondition | OutOfRange | Cancelled | Aborted
+        )
+    }
+}
+
+/// A gRPC status as one readable line (a [`RemoteError`] underneath).
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     let what = match s.code() {
         tonic::Code::InvalidArgument => "invalid",
         tonic::Code::NotFound => "not found",
         tonic::Code::FailedPrecondition => "not possible now",
         tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::Unavailable => "coordinator unavailable",
         _ => "coordinator error",
     };
-    anyhow::anyhow!("{what}: {}", s.message())
+    anyhow::Error::new(RemoteError { code: s.code(), message: format!("{what}: {}", s.message()) })
 }

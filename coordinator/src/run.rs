@@ -1,6 +1,9 @@
 //! `carto run`: the embedded default. An in-process coordinator on
 //! 127.0.0.1:0 plus N `carto-worker` processes (the binary beside `carto`),
-//! talking real gRPC over loopback; a progress bar per epoch.
+//! talking real gRPC over loopback; a progress bar per epoch. The embedded
+//! coordinator takes only callers holding a random per-job token, which the
+//! workers get through their environment (`CARTO_TOKEN`), never their command
+//! line: other programs on the machine cannot join or read the job.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,8 +16,9 @@ use tokio::process::{Child, Command};
 
 use crate::outputs;
 use crate::progress::Display;
-use crate::coordinator::{state_name, Coordinator, CoordinatorConfig};
-use crate::server::Embedded;
+use crate::config::CoordinatorConfig;
+use crate::coordinator::{state_name, Coordinator};
+use crate::server::{Embedded, Security};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -51,8 +55,17 @@ fn worker_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn spawn_worker(bin: &Path, url: &str, rank: u32, device: &str) -> anyhow::Result<Child> {
+/// A fresh random secret for one embedded job: 256 bits as 64 hex digits
+/// (two v4 UUIDs, each 122 random bits from the OS generator, so 244 bits).
+pub fn job_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The command that starts one local worker: the token goes in its
+/// environment, never its arguments (which any user can read in `ps`).
+pub fn worker_command(bin: &Path, url: &str, token: &str, rank: u32, device: &str) -> Command {
     let mut cmd = Command::new(bin);
+    cmd.env("CARTO_TOKEN", token);
     cmd.arg("--coordinator")
         .arg(url)
         .arg("--name")
@@ -64,6 +77,11 @@ fn spawn_worker(bin: &Path, url: &str, rank: u32, device: &str) -> anyhow::Resul
     } else {
         cmd.arg("--device").arg("cuda").arg("--local-rank").arg(rank.to_string());
     }
+    cmd
+}
+
+fn spawn_worker(bin: &Path, url: &str, token: &str, rank: u32, device: &str) -> anyhow::Result<Child> {
+    let mut cmd = worker_command(bin, url, token, rank, device);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }
@@ -80,11 +98,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
     });
     // Validates the dataset and prepares --out before any worker starts.
     let job = coord.submit(spec.clone(), args.overwrite).await?;
-    let server = Embedded::start(coord.clone(), "127.0.0.1:0").await?;
+    let token = job_token();
+    let security = Security { user_token: Some(token.clone()), worker_token: Some(token.clone()), tls: None };
+    let server = Embedded::start_with(coord.clone(), "127.0.0.1:0", security).await?;
     let url = server.url();
     let mut children = Vec::new();
     for rank in 0..spec.workers() {
-        children.push(spawn_worker(&worker_bin, &url, rank, spec.device())?);
+        children.push(spawn_worker(&worker_bin, &url, &token, rank, spec.device())?);
     }
 
     let mut restarts_left = args.max_restarts;
@@ -114,7 +134,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
                         Some(status) if restarts_left > 0 => {
                             restarts_left -= 1;
                             tracing::warn!(rank, %status, restarts_left, "worker exited; starting another");
-                            *c = spawn_worker(&worker_bin, &url, rank as u32, spec.device())?;
+                            *c = spawn_worker(&worker_bin, &url, &token, rank as u32, spec.device())?;
                             alive += 1;
                         }
                         Some(status) => last_status = Some(status),
@@ -160,4 +180,26 @@ pub fn summary(job: &pb::Job) -> String {
     s += &format!("  dynamics  {}/  (Hive-partitioned: epoch=K/part-R.parquet)\n", out.join(outputs::DYNAMICS_DIR).display());
     s += &format!("  job       {}", out.join(outputs::JOB_FILE).display());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_tokens_are_random_and_long() {
+        let a = job_token();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, job_token());
+    }
+
+    #[test]
+    fn the_token_reaches_workers_through_the_environment_only() {
+        let cmd = worker_command(Path::new("/bin/carto-worker"), "http://127.0.0.1:1", "s3cret-token", 0, "cpu");
+        let cmd = cmd.as_std();
+        assert!(cmd.get_args().all(|a| !a.to_string_lossy().contains("s3cret-token")));
+        let env: Vec<_> = cmd.get_envs().collect();
+        assert!(env.iter().any(|(k, v)| *k == "CARTO_TOKEN" && v.map(|v| v == "s3cret-token").unwrap_or(false)));
+    }
 }

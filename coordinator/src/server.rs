@@ -22,6 +22,13 @@ use crate::service::{JobApi, WorkerApi};
 /// Largest message the server accepts: one chunk plus headroom for its header.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 pings on idle connections: a peer that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is dropped, so half-open connections do not pile up.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// TCP keepalive on accepted sockets.
+pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Who may call, and over what.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
@@ -33,6 +40,45 @@ pub struct Security {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Security {
+    /// Fails on an empty token (never a way to turn authentication off).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (t, what) in [(&self.user_token, "the user token"), (&self.worker_token, "the worker token")] {
+            if let Some(t) = t {
+                crate::auth::check_token(t, what)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Both services require a token: the condition for serving a
+    /// non-loopback address without `--insecure`.
+    pub fn fully_authenticated(&self) -> bool {
+        self.user_token.is_some() && self.worker_token.is_some()
+    }
+}
+
+/// The transport settings `serve` applies to the tonic server, from the
+/// coordinator's config (exposed so tests can check the wiring).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transport {
+    pub max_concurrent_streams: u32,
+    pub http2_keepalive_interval: std::time::Duration,
+    pub http2_keepalive_timeout: std::time::Duration,
+    pub tcp_keepalive: std::time::Duration,
+}
+
+impl Transport {
+    pub fn from_config(config: &crate::config::CoordinatorConfig) -> Self {
+        Transport {
+            max_concurrent_streams: config.limits.max_streams_per_connection,
+            http2_keepalive_interval: KEEPALIVE_INTERVAL,
+            http2_keepalive_timeout: KEEPALIVE_TIMEOUT,
+            tcp_keepalive: TCP_KEEPALIVE,
+        }
+    }
+}
+
 /// Serves `coord` on `listener` until `shutdown` resolves. With tokens,
 /// every call but health must carry the right one (reflection: the users').
 pub async fn serve(
@@ -41,13 +87,19 @@ pub async fn serve(
     security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    security.validate()?;
+    let transport = Transport::from_config(coord.config());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<JobServiceServer<JobApi>>().await;
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 and v1alpha: grpcio-reflection and older grpcurl ask for v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let monitor = spawn_monitor(coord.clone());
     // Open order streams would keep a graceful shutdown waiting forever.
     let closer = coord.clone();
@@ -62,8 +114,12 @@ pub async fn serve(
     }
     let result = builder
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(transport.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(transport.http2_keepalive_timeout))
+        .max_concurrent_streams(Some(transport.max_concurrent_streams))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, RequireToken::new(security.user_token.as_deref())))
+        .add_service(InterceptedService::new(reflection_v1alpha, RequireToken::new(security.user_token.as_deref())))
         .add_service(InterceptedService::new(
             JobServiceServer::new(JobApi(coord.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
             RequireToken::new(security.user_token.as_deref()),
@@ -75,7 +131,10 @@ pub async fn serve(
         // `tcp_nodelay` above applies only to listeners tonic binds itself:
         // without it here, Nagle holds each small reply for the client's
         // delayed ACK, 40 ms on every status call (the load test's floor).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(transport.tcp_keepalive)),
+            shutdown,
+        )
         .await;
     monitor.abort();
     Ok(result?)
@@ -97,6 +156,7 @@ impl Embedded {
 
     /// Like [`Embedded::start`], with tokens or TLS.
     pub async fn start_with(coord: Arc<Coordinator>, addr: &str, security: Security) -> anyhow::Result<Embedded> {
+        security.validate()?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -124,5 +184,33 @@ impl Embedded {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_follows_the_config() {
+        let mut config = crate::config::CoordinatorConfig::default();
+        config.limits.max_streams_per_connection = 7;
+        let t = Transport::from_config(&config);
+        assert_eq!(t.max_concurrent_streams, 7);
+        assert_eq!(t.http2_keepalive_interval, KEEPALIVE_INTERVAL);
+        assert_eq!(t.http2_keepalive_timeout, KEEPALIVE_TIMEOUT);
+        assert_eq!(t.tcp_keepalive, TCP_KEEPALIVE);
+    }
+
+    #[test]
+    fn empty_tokens_are_refused() {
+        let s = Security { user_token: Some(String::new()), ..Default::default() };
+        assert!(s.validate().is_err());
+        let s = Security { worker_token: Some("CHANGE-ME-use-openssl-rand-hex-32".into()), ..Default::default() };
+        assert!(s.validate().is_err());
+        let s = Security { user_token: Some("a".into()), worker_token: Some("b".into()), tls: None };
+        assert!(s.validate().is_ok());
+        assert!(s.fully_authenticated());
+        assert!(!Security { user_token: Some("a".into()), ..Default::default() }.fully_authenticated());
     }
 }

@@ -46,7 +46,12 @@ fn terminal(state: i32) -> bool {
 impl JobService for JobApi {
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Rpc<pb::SubmitJobResponse> {
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let job = self.0.submit(spec.into(), false).await?;
+        // A remote caller learns what is wrong with its spec, never what a
+        // file on the coordinator holds (its header, its cells).
+        let job = self.0.submit(spec.into(), false).await.map_err(|e| {
+            let status = Status::from(e);
+            Status::new(status.code(), carto_common::error::redact_for_remote(status.message()))
+        })?;
         Ok(Response::new(pb::SubmitJobResponse { job_id: job.id.clone(), job: Some(job) }))
     }
 

@@ -43,7 +43,7 @@ fn open_stream(
 async fn a_stream_that_outlives_its_generation_touches_nothing_of_the_next() {
     let (mut f, job) = Fixture::start(1).await;
     let url = f.server.url();
-    let mut old = FakeRank::assigned(FakeRank::join(&url).await).await;
+    let old = FakeRank::assigned(FakeRank::join(&url).await).await;
     let mut spare_client = FakeRank::join(&url).await;
     let spare = FakeRank::register(&mut spare_client).await;
 
@@ -386,5 +386,51 @@ async fn absurd_values_are_refused_and_a_poisoned_lock_does_not_take_the_coordin
     let j = watch_until(&mut f.jobs, &job.id, |j| !j.epochs.is_empty()).await;
     assert!(j.epochs[0].loss.is_finite());
     f.server.shutdown().await.unwrap();
+    no_io_under_the_state_lock();
+}
+
+#[tokio::test]
+async fn remote_submits_stay_inside_the_roots_and_learn_nothing_of_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_root, out_root) = (dir.path().join("data"), dir.path().join("out"));
+    std::fs::create_dir_all(&data_root).unwrap();
+    std::fs::create_dir_all(&out_root).unwrap();
+    write_dataset(&data_root.join("data.csv"));
+    std::fs::write(dir.path().join("private.csv"), "secret_column_name,label\nhunter2,1\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("private.csv"), data_root.join("link.csv")).unwrap();
+    std::fs::write(data_root.join("other.csv"), "secret_column_name,label\nhunter2,1\n").unwrap();
+    let config = CoordinatorConfig { data_root: Some(data_root.clone()), out_root: Some(out_root.clone()), ..Default::default() };
+    let server = Embedded::start(Coordinator::new(config), "127.0.0.1:0").await.unwrap();
+    let mut jobs = JobServiceClient::connect(server.url()).await.unwrap();
+    let submit = |data: &str, out: &str| pb::JobSpec {
+        data: data.into(),
+        out: out.into(),
+        ..spec(std::path::Path::new(""), std::path::Path::new(""), 1)
+    };
+    let cases = [
+        ("data outside the root", submit(&dir.path().join("private.csv").display().to_string(), "a"), Code::PermissionDenied),
+        ("data through a symlink out of the root", submit("link.csv", "b"), Code::PermissionDenied),
+        ("data climbing out with ..", submit("../private.csv", "c"), Code::PermissionDenied),
+        ("out outside the root", submit("data.csv", "/etc"), Code::PermissionDenied),
+        ("out climbing out with ..", submit("data.csv", "../../x"), Code::PermissionDenied),
+    ];
+    for (what, spec, code) in cases {
+        let err = jobs.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        for leak in ["passwd", "hosts", "secret_column_name", "hunter2"] {
+            assert!(!err.message().contains(leak), "{what} leaks {leak}: {}", err.message());
+        }
+    }
+    // A file inside the root with the wrong columns: the error names the
+    // missing column, not the file's header.
+    let err = jobs.submit_job(pb::SubmitJobRequest { spec: Some(submit("other.csv", "d")) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("text"), "{}", err.message());
+    assert!(!err.message().contains("secret_column_name"), "{}", err.message());
+    // Relative paths resolve against the roots.
+    let ok = jobs.submit_job(pb::SubmitJobRequest { spec: Some(submit("data.csv", "run-1")) }).await.unwrap().into_inner();
+    let job = ok.job.unwrap();
+    assert_eq!(std::path::PathBuf::from(&job.out), out_root.canonicalize().unwrap().join("run-1"));
+    server.shutdown().await.unwrap();
     no_io_under_the_state_lock();
 }
