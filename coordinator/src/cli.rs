@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// with the workers left (the global batch stays the same).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub rejoin_wait_secs: u64,
+    /// A running job whose ranks train no sample and commit no epoch for
+    /// this long (a hung training thread still heartbeats) is re-formed.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub progress_timeout_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -508,6 +512,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         state_dir: Some(a.state_dir.clone()),
         max_restarts: a.max_restarts,
         rejoin_wait: std::time::Duration::from_secs(a.rejoin_wait_secs),
+        progress_timeout: std::time::Duration::from_secs(a.progress_timeout_secs),
         data_root,
         out_root,
         ..Default::default()

@@ -118,8 +118,9 @@ fn a_cluster_job_moves_to_a_spare_when_a_worker_is_killed() {
     assert_success(&sub);
     let id = String::from_utf8_lossy(&sub.stdout).trim().to_string();
     wait_until("epoch 2 to commit", 120, || committed(&out, 2));
+    // The spare need not have registered yet: the re-forming job waits
+    // (--rejoin-wait-secs) for a second worker rather than shrinking.
     let _spare = worker(&url, "spare", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
     kill9(w1.0.id());
     let _ = w1.0.wait();
     let watch = carto(&["watch", "--coordinator", &url, &id, "--json"]);

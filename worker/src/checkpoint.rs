@@ -47,7 +47,10 @@ pub fn save(dir: &Path, epoch: u32, model: &mut Model, opt: &Adam) -> Result<Pat
     }
     let tmp = path.with_extension("safetensors.inprogress");
     Tensor::write_safetensors(&named, &tmp).map_err(|e| err(&path, e))?;
+    // Durable before it is named: the coordinator resumes from it after a crash.
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| err(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, e))?;
     if epoch >= 2 {
         let _ = std::fs::remove_file(path_for(dir, epoch - 2));
     }

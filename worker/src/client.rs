@@ -34,9 +34,13 @@ pub struct WorkerArgs {
     /// on the first node of a Slurm job, or on torchrun's MASTER_ADDR].
     #[arg(long, env = "CARTO_COORDINATOR")]
     pub coordinator: Option<String>,
-    /// Shared secret sent with every call.
+    /// Shared secret sent with every call (prefer --token-file or CARTO_TOKEN:
+    /// flags show in `ps`).
     #[arg(long, env = "CARTO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the secret (a trailing newline is ignored).
+    #[arg(long, env = "CARTO_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// CA certificate (PEM) to verify an https:// coordinator [default: the system's roots].
     #[arg(long, env = "CARTO_CA")]
     pub ca: Option<std::path::PathBuf>,
@@ -80,6 +84,19 @@ impl Interceptor for Auth {
 
 type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
+/// How long a short call (register, heartbeat, failure report) may take: a
+/// coordinator that does not answer by then is treated as gone.
+const UNARY_DEADLINE: Duration = Duration::from_secs(30);
+/// EpochDone of the last epoch waits for the metrics, maps and report to be
+/// written: generous, but not forever.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(3600);
+
+fn deadline<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    req
+}
+
 /// Runs the worker until the coordinator says shut down. A coordinator that
 /// goes away is waited for (`--reconnect-timeout-secs`) and rejoined.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -100,7 +117,7 @@ fn with_cluster_defaults(mut args: WorkerArgs) -> anyhow::Result<WorkerArgs> {
     if args.coordinator.is_none() {
         let port: u16 = std::env::var("CARTO_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(7070);
         args.coordinator = Some(env.coordinator_url(port).ok_or_else(|| {
-            anyhow::anyhow!("--coordinator (or CARTO_COORDINATOR) is required outside Slurm and torchrun")
+            carto_common::CartoError::invalid("--coordinator (or CARTO_COORDINATOR) is required outside Slurm and torchrun")
         })?);
     }
     args.local_rank = Some(args.local_rank.unwrap_or(env.local_rank));
@@ -119,9 +136,11 @@ fn with_cluster_defaults(mut args: WorkerArgs) -> anyhow::Result<WorkerArgs> {
 async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
     let args = with_cluster_defaults(args)?;
     let coordinator = args.coordinator.clone().expect("set by with_cluster_defaults");
-    let token = match &args.token {
+    let token = match worker_token(&args)? {
         Some(t) => Some(
-            format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("--token holds characters not allowed in a header"))?,
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| carto_common::CartoError::invalid("--token holds characters not allowed in a header"))?,
         ),
         None => None,
     };
@@ -130,7 +149,7 @@ async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
     // A port held for hosting the collectives' store if this worker becomes
     // rank 0: the store takes this very socket over, so no other process can
     // take the port in between.
-    let store_listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+    let store_listener = bind_advertised(&advertise_host, 0)?;
     let store_port = store_listener.local_addr()?.port();
     let rendezvous = Arc::new(Rendezvous {
         advertise_host: advertise_host.clone(),
@@ -151,6 +170,25 @@ async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The secret from --token-file, else --token / CARTO_TOKEN. An empty one is
+/// an error, never "no authentication".
+fn worker_token(args: &WorkerArgs) -> Result<Option<String>, carto_common::CartoError> {
+    use carto_common::CartoError;
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| CartoError::invalid(format!("--token-file {}: {e}", f.display())))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => args.token.clone(),
+    };
+    if token.as_deref() == Some("") {
+        return Err(CartoError::invalid("the token is empty (--token, --token-file or CARTO_TOKEN): set a real secret or leave it unset"));
+    }
+    Ok(token)
 }
 
 async fn connect(url: &str, ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<Channel> {
@@ -195,14 +233,17 @@ struct Current {
 /// shut down or goes away.
 async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: Arc<Rendezvous>) -> anyhow::Result<End> {
     let reg = client
-        .register(pb::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION,
-            hostname: host.to_string(),
-            devices: vec![args.device.clone()],
-            advertise_host: rendezvous.advertise_host.clone(),
-            name: args.name.clone().unwrap_or_default(),
-            rendezvous_port: rendezvous.port as u32,
-        })
+        .register(deadline(
+            pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                hostname: host.to_string(),
+                devices: vec![args.device.clone()],
+                advertise_host: rendezvous.advertise_host.clone(),
+                name: args.name.clone().unwrap_or_default(),
+                rendezvous_port: rendezvous.port as u32,
+            },
+            UNARY_DEADLINE,
+        ))
         .await
         .map_err(|s| anyhow::anyhow!("registering with {}: {}", args.coordinator.as_deref().unwrap_or_default(), s.message()))?
         .into_inner();
@@ -291,24 +332,27 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                 .await;
                 *progress.lock().unwrap() = None;
                 let failure = match outcome {
-                    Ok(Ok(Ok(()))) | Ok(Ok(Err(WorkerError::Aborted))) => None,
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(e))) if e.generation_ended() => {
+                        info!(job = %job_id, generation, "generation ended: {e}");
+                        None
+                    }
                     Ok(Ok(Err(e))) => Some((e.to_string(), e.is_invalid_input())),
                     Ok(Err(panic)) => Some((panic_message(panic), false)),
                     Err(join) => Some((format!("training thread failed: {join}"), false)),
                 };
                 if let Some((message, invalid_input)) = failure {
                     warn!(job = %job_id, %message, "job failed on this worker");
-                    let _ = client
-                        .report_failure(pb::ReportFailureRequest {
-                            worker_id: worker_id.clone(),
-                            job_id,
-                            generation,
-                            rank,
-                            message,
-                            invalid_input,
-                            lease,
-                        })
-                        .await;
+                    let failure = pb::ReportFailureRequest {
+                        worker_id: worker_id.clone(),
+                        job_id,
+                        generation,
+                        rank,
+                        message,
+                        invalid_input,
+                        lease,
+                    };
+                    let _ = client.report_failure(deadline(failure, UNARY_DEADLINE)).await;
                 }
                 *current.job.lock().unwrap() = None;
             }
@@ -342,7 +386,8 @@ async fn heartbeat_loop(
     loop {
         tick.tick().await;
         let p = progress.lock().unwrap().clone();
-        if let Err(s) = client.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p, worker_secret: worker_secret.clone() }).await {
+        let beat = pb::HeartbeatRequest { worker_id: worker_id.clone(), progress: p, worker_secret: worker_secret.clone() };
+        if let Err(s) = client.heartbeat(deadline(beat, every.max(Duration::from_secs(5)))).await {
             warn!("heartbeat failed: {}", s.message());
         }
     }
@@ -375,7 +420,7 @@ impl Rendezvous {
             match self.listener.lock().unwrap().take() {
                 Some(l) if a.rendezvous_port as u16 == self.port => Some(l),
                 // Taken over by an earlier job's store: bind the port again.
-                _ => Some(std::net::TcpListener::bind(("0.0.0.0", a.rendezvous_port as u16)).map_err(|e| {
+                _ => Some(bind_advertised(&self.advertise_host, a.rendezvous_port as u16).map_err(|e| {
                     WorkerError::Collective(format!("binding the store port {}: {e}", a.rendezvous_port))
                 })?),
             }
@@ -384,6 +429,25 @@ impl Rendezvous {
         };
         C10dGroup::new(&cfg, listener)
     }
+}
+
+/// Listens on `port` of the address the advertised host resolves to, not on
+/// every interface: the collectives' store is unauthenticated, so it is
+/// reachable only where peers are told to reach it.
+fn bind_advertised(host: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last = None;
+    for addr in &addrs {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    let why = last.map(|e| e.to_string()).unwrap_or_else(|| "it resolves to no address".into());
+    Err(std::io::Error::other(format!(
+        "cannot listen on the advertised host {host} ({addrs:?}): {why}; set --advertise-host to an address of this machine"
+    )))
 }
 
 /// Loads the data and trains one assignment on this thread (blocking).
@@ -493,7 +557,7 @@ impl Reporter for GrpcReporter {
 
     fn epoch_done(&self, r: EpochReport) -> Result<bool, WorkerError> {
         let mut client = self.client.clone();
-        let resp = self.handle.block_on(client.epoch_done(pb::EpochDoneRequest {
+        let resp = self.handle.block_on(client.epoch_done(deadline(pb::EpochDoneRequest {
             job_id: self.job_id.clone(),
             generation: self.generation,
             rank: self.rank,
@@ -507,7 +571,43 @@ impl Reporter for GrpcReporter {
             eval_loss_sum: r.eval_loss_sum,
             eval_correct: r.eval_correct,
             lease: self.lease.clone(),
-        }))?;
+        }, COMMIT_DEADLINE)))?;
         Ok(resp.into_inner().stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_listens_only_on_the_advertised_address() {
+        let l = bind_advertised("127.0.0.1", 0).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(addr.ip().is_loopback(), "bound to {addr}, not every interface");
+        let err = bind_advertised("192.0.2.1", 0).unwrap_err().to_string();
+        assert!(err.contains("--advertise-host"), "{err}");
+    }
+
+    #[test]
+    fn coordinator_errors_keep_their_status_code() {
+        let e = WorkerError::from(tonic::Status::failed_precondition("stale generation 1 for job j (current 2)"));
+        assert!(matches!(e, WorkerError::Rpc { code: tonic::Code::FailedPrecondition, .. }));
+        assert!(e.generation_ended(), "a stale generation is not a failure to report");
+        let e = WorkerError::from(tonic::Status::unavailable("connection reset"));
+        assert!(!e.generation_ended());
+        assert!(e.to_string().contains("Unavailable"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_token_is_refused() {
+        use clap::Parser;
+        let args = WorkerArgs::parse_from(["carto-worker", "--token", ""]);
+        assert!(worker_token(&args).unwrap_err().to_string().contains("empty"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let args = WorkerArgs::parse_from(["carto-worker", "--token-file", f.to_str().unwrap()]);
+        assert_eq!(worker_token(&args).unwrap().as_deref(), Some("s3cret"));
     }
 }

@@ -34,9 +34,11 @@ pub enum WorkerError {
     /// The coordinator aborted this job or generation.
     #[error("aborted by the coordinator")]
     Aborted,
-    /// Talking to the coordinator failed.
-    #[error("coordinator: {0}")]
-    Rpc(String),
+    /// Talking to the coordinator failed; `code` is the gRPC status code
+    /// (FAILED_PRECONDITION: this generation has ended; UNAUTHENTICATED: a
+    /// wrong token or lease; UNAVAILABLE: the coordinator went away).
+    #[error("coordinator: {code:?}: {message}")]
+    Rpc { code: tonic::Code, message: String },
     #[error("collective: {0}")]
     Collective(String),
     #[error("{0}")]
@@ -45,7 +47,7 @@ pub enum WorkerError {
 
 impl From<tonic::Status> for WorkerError {
     fn from(s: tonic::Status) -> Self {
-        WorkerError::Rpc(format!("{:?}: {}", s.code(), s.message()))
+        WorkerError::Rpc { code: s.code(), message: s.message().to_string() }
     }
 }
 
@@ -63,5 +65,11 @@ impl WorkerError {
     /// job's failure rather than retrying.
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, WorkerError::Invalid(_) | WorkerError::Unsupported(_) | WorkerError::Diverged(_))
+    }
+
+    /// The coordinator says this generation is over (re-formed, cancelled,
+    /// finished): the work stops, and there is no failure to report.
+    pub fn generation_ended(&self) -> bool {
+        matches!(self, WorkerError::Aborted | WorkerError::Rpc { code: tonic::Code::FailedPrecondition, .. })
     }
 }

@@ -14,7 +14,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("carto-worker: error: {e:#}");
-            std::process::ExitCode::from(2)
+            // 2: the user's flags or environment are wrong; 3: anything else
+            // (an unreachable coordinator, a refused registration).
+            let input = e.downcast_ref::<carto_common::CartoError>().is_some_and(|c| {
+                matches!(c, carto_common::CartoError::InvalidInput(_) | carto_common::CartoError::NotFound(_))
+            });
+            std::process::ExitCode::from(if input { 2 } else { 3 })
         }
     }
 }
