@@ -605,3 +605,18 @@ fn list_follows_page_tokens_to_the_end() {
     assert_eq!(rt.block_on(carto_coordinator::remote::list(&conn)).unwrap().len(), 250);
     server.abort();
 }
+
+#[test]
+fn a_second_serve_on_the_same_state_dir_is_refused_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = serve(serve_cmd(&state, "127.0.0.1:0"));
+    // What a running coordinator keeps there: an epoch still being staged.
+    let pending = state.join("jobs/job-x");
+    std::fs::create_dir_all(&pending).unwrap();
+    let (code, _, err) = finish(serve_cmd(&state, "127.0.0.1:0"), Duration::from_secs(30));
+    assert_ne!(code, 0);
+    assert!(err.contains("another carto serve"), "{err}");
+    assert!(pending.exists());
+    drop(first);
+}

@@ -150,8 +150,9 @@ fn tls_and_separate_user_and_worker_tokens() {
     };
     assert_success(&user(&["--ca", cert.to_str().unwrap(), "--token", "u-secret"]));
     // Without our CA the certificate is not trusted.
+    // (exit 3: the coordinator could not be reached, not bad input)
     let untrusted = user(&["--token", "u-secret"]);
-    assert_eq!(untrusted.status.code(), Some(2));
+    assert_eq!(untrusted.status.code(), Some(3));
     assert!(error_line(&untrusted).contains("cannot reach the coordinator"), "{}", error_line(&untrusted));
     // The workers' token does not open the users' service.
     let wrong = user(&["--ca", cert.to_str().unwrap(), "--token", "w-secret"]);
