@@ -185,3 +185,44 @@ fn carry_out(e: Effect) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify(watch: &watch::Sender<pb::Job>, id: &str) -> Effect {
+        Effect::Notify { watch: watch.clone(), job: Box::new(pb::Job { id: id.into(), ..Default::default() }) }
+    }
+
+    #[tokio::test]
+    async fn batches_are_carried_out_in_submission_order() {
+        let exec = Executor::new();
+        let (watch, mut rx) = watch::channel(pb::Job::default());
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        std::fs::create_dir_all(gone.join("inner")).unwrap();
+        let mut last = None;
+        for i in 0..50 {
+            last = Some(exec.submit(Effects(vec![notify(&watch, &format!("j{i}"))])));
+        }
+        let removed = exec.submit(Effects(vec![Effect::RemoveDir(gone.clone()), notify(&watch, "after-remove")]));
+        last.unwrap().done().await;
+        removed.done().await;
+        assert_eq!(rx.borrow_and_update().id, "after-remove", "the last batch submitted is the last carried out");
+        assert!(!gone.exists());
+        // An empty batch completes at once.
+        exec.submit(Effects::default()).done().await;
+    }
+
+    #[tokio::test]
+    async fn orders_reach_the_stream_and_a_closed_stream_is_no_error() {
+        let exec = Executor::new();
+        let (to, mut rx) = mpsc::channel(1);
+        let order = pb::order::Kind::Shutdown(pb::Shutdown { reason: "done".into() });
+        exec.submit(Effects(vec![Effect::Send { worker: "w".into(), to: to.clone(), order: order.clone() }])).done().await;
+        let got = rx.recv().await.unwrap().unwrap();
+        assert!(matches!(got.kind, Some(pb::order::Kind::Shutdown(_))));
+        drop(rx);
+        exec.submit(Effects(vec![Effect::Send { worker: "w".into(), to, order }])).done().await;
+    }
+}
