@@ -22,10 +22,10 @@ use crate::service::{JobApi, WorkerApi};
 /// Largest message the server accepts: one chunk plus headroom for its header.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// HTTP/2 pings on idle connections: a peer that does not answer within
-/// [`KEEPALIVE_TIMEOUT`] is dropped, so half-open connections do not pile up.
-pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// HTTP/2 pings on idle connections, the same as clients send: a peer that
+/// does not answer within [`KEEPALIVE_TIMEOUT`] is dropped, so half-open
+/// connections do not pile up.
+pub use carto_common::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 /// TCP keepalive on accepted sockets.
 pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
