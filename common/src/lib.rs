@@ -16,6 +16,7 @@ pub mod dataset;
 pub mod dynamics;
 pub mod error;
 pub mod ipc;
+pub mod logits;
 pub mod metrics;
 pub mod memory;
 pub mod proto;

@@ -110,7 +110,31 @@ pub struct JobSpec {
     /// Write the trained parameters to OUT/model.safetensors (rank 0).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub save_model: Option<bool>,
+    /// Who trains: "carto" (carto-workers) or "external" (the user's own
+    /// loop, through carto's Python `Recorder`). JOB.toml and SubmitJob only.
+    #[arg(skip)]
+    pub trainer: Option<String>,
+    /// External jobs: sample ids are 0..num_samples.
+    #[arg(skip)]
+    pub num_samples: Option<u64>,
+    /// External jobs: classes (logits per row).
+    #[arg(skip)]
+    pub num_classes: Option<u32>,
+    /// External jobs, optional: class names by index.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_names: Vec<String>,
+    /// External jobs: the ranks that will join [1].
+    #[arg(skip)]
+    pub world_size: Option<u32>,
 }
+
+/// `trainer = "external"`: the user's own training loop reports.
+pub const EXTERNAL: &str = "external";
+/// Samples an external job may have (the coordinator keeps tables of this length).
+pub const MAX_EXTERNAL_SAMPLES: u64 = 1 << 32;
+/// Logits per row an external job may have.
+pub const MAX_EXTERNAL_CLASSES: u32 = 100_000;
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
@@ -150,7 +174,15 @@ impl JobSpec {
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(defaults::SEED)
     }
+    /// The job's trainer is the user's own loop.
+    pub fn is_external(&self) -> bool {
+        self.trainer.as_deref() == Some(EXTERNAL)
+    }
+
     pub fn workers(&self) -> u32 {
+        if self.is_external() {
+            return self.world_size.unwrap_or(1);
+        }
         self.workers.unwrap_or(defaults::WORKERS)
     }
     pub fn threads_per_worker(&self) -> u32 {
@@ -220,6 +252,11 @@ impl JobSpec {
 
     /// Checks every field without touching the data. Messages name the field.
     pub fn validate(&self) -> Result<()> {
+        match self.trainer.as_deref() {
+            None | Some("carto") => {}
+            Some(EXTERNAL) => return self.validate_external(),
+            Some(t) => return Err(CartoError::invalid(format!("trainer must be carto or external, got '{t}'"))),
+        }
         self.dataset_spec()?;
         if non_empty(&self.out).is_none() {
             return Err(CartoError::invalid("out (--out) is required"));
@@ -288,9 +325,46 @@ impl JobSpec {
         Ok(())
     }
 
+    /// An external job: sizes given, the dataset (for ids, labels and text)
+    /// optional, and nothing of carto's own training.
+    fn validate_external(&self) -> Result<()> {
+        if non_empty(&self.out).is_none() {
+            return Err(CartoError::invalid("out is required"));
+        }
+        let n = self.num_samples.unwrap_or(0);
+        if n == 0 {
+            return Err(CartoError::invalid("num_samples is required for trainer = \"external\" (at least 1)"));
+        }
+        if n > MAX_EXTERNAL_SAMPLES {
+            return Err(CartoError::invalid(format!("num_samples {n} is beyond the supported {MAX_EXTERNAL_SAMPLES}")));
+        }
+        let k = self.num_classes.unwrap_or(0);
+        if !(2..=MAX_EXTERNAL_CLASSES).contains(&k) {
+            return Err(CartoError::invalid(format!(
+                "num_classes is required for trainer = \"external\" (2 to {MAX_EXTERNAL_CLASSES}), got {k}"
+            )));
+        }
+        if !self.label_names.is_empty() && self.label_names.len() != k as usize {
+            return Err(CartoError::invalid(format!(
+                "label_names has {} names for num_classes {k}",
+                self.label_names.len()
+            )));
+        }
+        if self.workers() == 0 || self.workers() > 4096 {
+            return Err(CartoError::invalid("world_size must be between 1 and 4096"));
+        }
+        if non_empty(&self.data).is_some() {
+            self.dataset_spec()?;
+        }
+        Ok(())
+    }
+
     /// The same spec with every default written out (what `job.json` records
     /// and what workers receive).
     pub fn with_defaults(&self) -> JobSpec {
+        if self.is_external() {
+            return JobSpec { world_size: Some(self.workers()), ..self.clone() };
+        }
         JobSpec {
             model: Some(self.model().to_string()),
             hidden: Some(self.hidden()),
@@ -344,6 +418,11 @@ impl From<pb::JobSpec> for JobSpec {
             record_dynamics: p.record_dynamics,
             save_model: p.save_model,
             eval_data: opt(p.eval_data),
+            trainer: opt(p.trainer),
+            num_samples: p.num_samples,
+            num_classes: p.num_classes,
+            label_names: p.label_names,
+            world_size: p.world_size,
         }
     }
 }
@@ -376,6 +455,11 @@ impl From<JobSpec> for pb::JobSpec {
             record_dynamics: s.record_dynamics,
             save_model: s.save_model,
             eval_data: s.eval_data.unwrap_or_default(),
+            trainer: s.trainer.unwrap_or_default(),
+            num_samples: s.num_samples,
+            num_classes: s.num_classes,
+            label_names: s.label_names,
+            world_size: s.world_size,
         }
     }
 }

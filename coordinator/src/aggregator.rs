@@ -87,7 +87,15 @@ struct EpochStage {
     report: Vec<Report>,
     done: Vec<Option<pb::EpochDoneRequest>>,
     started: Instant,
+    /// External jobs: each staged row's label and loss, and per rank whether
+    /// its part holds rows that lost to another (see [`Aggregator::external`]).
+    label: Vec<i64>,
+    loss: Vec<f64>,
+    dirty: Vec<bool>,
 }
+
+/// No rank owns the sample yet (external jobs: any rank may report any sample).
+const NO_OWNER: u16 = u16::MAX;
 
 /// A zeroed per-sample array in huge pages where offered (random access
 /// from many ranks' rows; see `carto_common::memory`).
@@ -114,13 +122,18 @@ impl EpochStage {
             }
             _ => (table(n), table(n), table(n), table(n), vec![0; n.div_ceil(64)]),
         };
-        let owner = ShardPlan::owners(plan.num_samples, plan.seed, plan.world_size, epoch);
-        let mut share = vec![0u64; w];
-        for &o in &owner {
-            if let Some(c) = share.get_mut(o as usize) {
-                *c += 1;
+        let (owner, share, label, loss) = if plan.external {
+            (vec![NO_OWNER; n], vec![n as u64; w], vec![-1; n], vec![0.0; n])
+        } else {
+            let owner = ShardPlan::owners(plan.num_samples, plan.seed, plan.world_size, epoch);
+            let mut share = vec![0u64; w];
+            for &o in &owner {
+                if let Some(c) = share.get_mut(o as usize) {
+                    *c += 1;
+                }
             }
-        }
+            (owner, share, vec![], vec![])
+        };
         EpochStage {
             epoch,
             generation,
@@ -136,6 +149,9 @@ impl EpochStage {
             report: vec![Report::None; w],
             done: vec![None; w],
             started: Instant::now(),
+            label,
+            loss,
+            dirty: vec![false; w],
         }
     }
 
@@ -145,6 +161,9 @@ impl EpochStage {
             if self.owner[s] as u32 == rank && self.flags[s] & SEEN != 0 {
                 self.flags[s] = 0;
                 self.staged -= 1;
+                if let Some(o) = self.owner.get_mut(s).filter(|_| !self.label.is_empty()) {
+                    *o = NO_OWNER;
+                }
             }
         }
         self.rows[rank as usize] = 0;
@@ -157,6 +176,8 @@ struct StagePlan {
     num_samples: u64,
     seed: u64,
     world_size: u32,
+    /// External job: no shard plan; duplicates and missing samples allowed.
+    external: bool,
 }
 
 /// The identity of one report stream: the rank, epoch and generation it
@@ -501,6 +522,9 @@ pub struct Aggregator {
     committed: u32,
     /// The serial of the next report (see [`ReportId`]).
     next_report: u64,
+    /// External jobs: each sample's label, from the dataset or learned from
+    /// the first committed epoch that has it (-1: not known yet).
+    labels: Vec<i64>,
 }
 
 impl Aggregator {
@@ -514,7 +538,7 @@ impl Aggregator {
         record: bool,
     ) -> Self {
         let n = info.len();
-        let plan = StagePlan { num_samples: n as u64, seed, world_size };
+        let plan = StagePlan { num_samples: n as u64, seed, world_size, external: false };
         Aggregator {
             out: out.to_path_buf(),
             info,
@@ -527,7 +551,32 @@ impl Aggregator {
             spare: None,
             committed: 0,
             next_report: 0,
+            labels: vec![],
         }
+    }
+
+    /// The aggregator of an external job (the user's own training loop):
+    /// any rank may report any sample; a sample reported twice in one epoch
+    /// counts once — the row of the lowest rank, and of that rank the first
+    /// (a `DistributedSampler` pads by repeating samples) — and the losing
+    /// rows are left out of the committed partition too; a sample missing
+    /// from an epoch (`drop_last`) is allowed; labels unknown to the dataset
+    /// (`-1` in `info`) are learned from the rows, and may not change after.
+    /// Epochs go on until the job is finished.
+    pub fn external(out: &Path, info: Arc<SampleInfo>, num_classes: usize, world_size: u32) -> Self {
+        let labels = info.labels.clone();
+        let mut a = Aggregator::new(out, info, num_classes, 0, world_size, MAX_EPOCHS, true);
+        a.plan.external = true;
+        a.labels = labels;
+        a
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.plan.external
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes as usize
     }
 
     /// The number of committed epochs, which is the epoch to train next.
@@ -650,6 +699,9 @@ impl Aggregator {
     pub fn ingest(&mut self, w: &PartWriter, batch: &RecordBatch, what: &str) -> Result<usize> {
         let info = self.info.clone();
         let stage = Self::stage_of_report(&mut self.stage, &w.id, false)?;
+        if self.plan.external {
+            return stage_external(stage, &self.labels, self.num_classes, w.id.rank, batch, what);
+        }
         Self::stage_rows(stage, &info.labels, self.num_classes, w.id.rank, batch, what)
     }
 
@@ -781,7 +833,14 @@ impl Aggregator {
         };
         let (epoch, generation) = (stage.epoch, stage.generation);
         if self.record {
-            Self::check_complete(stage, self.committed)?;
+            if !self.plan.external {
+                Self::check_complete(stage, self.committed)?;
+            } else if stage.epoch < self.committed || stage.epoch > MAX_EPOCHS {
+                return Err(CartoError::internal(format!("epoch {} cannot be folded after {} committed epochs", stage.epoch, self.committed)));
+            }
+            if self.plan.external {
+                drop_losing_rows(&self.out, stage, self.info.label_names.as_deref())?;
+            }
             Self::publish(&self.out, stage)?;
         }
         let Some(stage) = self.stage.take() else {
@@ -795,9 +854,19 @@ impl Aggregator {
         let done: Vec<&pb::EpochDoneRequest> = stage.done.iter().flatten().collect();
         // Bounded by check_done: no sum overflows, every f64 sum is finite.
         let sum = |f: fn(&pb::EpochDoneRequest) -> u64| done.iter().fold(0u64, |a, d| a.saturating_add(f(d)));
-        let (samples, correct) = (sum(|d| d.samples), sum(|d| d.correct));
+        let (mut samples, mut correct) = (sum(|d| d.samples), sum(|d| d.correct));
+        let mut loss: f64 = done.iter().map(|d| d.loss_sum).sum();
+        if self.plan.external {
+            // The epoch's numbers come from the rows themselves, each sample once.
+            (samples, correct, loss) = (0, 0, 0.0);
+            for s in (0..stage.flags.len()).filter(|&s| stage.flags[s] & SEEN != 0) {
+                samples += 1;
+                correct += u64::from(stage.flags[s] & CORRECT != 0);
+                loss += stage.loss[s];
+                self.labels[s] = stage.label[s];
+            }
+        }
         let (eval_samples, eval_correct) = (sum(|d| d.eval_samples), sum(|d| d.eval_correct));
-        let loss: f64 = done.iter().map(|d| d.loss_sum).sum();
         let eval_loss: f64 = done.iter().map(|d| d.eval_loss_sum).sum();
         let train_seconds = done.iter().map(|d| d.train_seconds).fold(0.0, f64::max);
         let summary = pb::EpochSummary {
@@ -890,6 +959,9 @@ impl Aggregator {
     /// Folds a stage into the accumulators (every sample once).
     fn fold(acc: &mut SampleAccumulators, stage: &EpochStage) -> Result<()> {
         for s in 0..stage.flags.len() {
+            if stage.flags[s] & SEEN == 0 {
+                continue; // external jobs: missing from this epoch
+            }
             let correct = stage.flags[s] & CORRECT != 0;
             acc.observe(s, stage.epoch, stage.gold_prob[s], correct, stage.margin[s], stage.el2n[s] as f64)?;
         }
@@ -946,11 +1018,133 @@ impl Aggregator {
 
     /// Writes `metrics.parquet`.
     pub fn write_metrics(&self) -> Result<PathBuf> {
-        let batch = outputs::metrics_batch(&self.acc, &self.info)?;
+        let learned;
+        let info = if self.plan.external {
+            if let Some(s) = self.labels.iter().position(|&l| l < 0) {
+                return Err(CartoError::invalid(format!(
+                    "sample_id {s} was never reported: an external job's training loop must record every sample at least once"
+                )));
+            }
+            learned = SampleInfo { labels: self.labels.clone(), ..(*self.info).clone() };
+            &learned
+        } else {
+            &*self.info
+        };
+        let batch = outputs::metrics_batch(&self.acc, info)?;
         let path = self.out.join(outputs::METRICS_FILE);
         outputs::write_parquet_atomic(&path, &batch, self.info.label_names.as_deref())?;
         Ok(path)
     }
+}
+
+/// Stages one batch of an external job's rows (see [`Aggregator::external`]):
+/// every row is checked first (nothing staged if one fails), then each
+/// sample keeps the row of the lowest rank, and of that rank the first.
+fn stage_external(stage: &mut EpochStage, learned: &[i64], classes: i64, rank: u32, batch: &RecordBatch, what: &str) -> Result<usize> {
+    let v = DynamicsView::new(batch, what)?;
+    let n = stage.flags.len();
+    // Rows by sample id, the first occurrence first (a stable sort).
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by_key(|&i| v.sample_id[i]);
+    for (j, &i) in order.iter().enumerate() {
+        let s = v.sample_id[i];
+        let bad = |msg: String| CartoError::invalid(format!("{what}: row {i} (sample_id {s}): {msg}"));
+        if s < 0 || s >= n as i64 {
+            return Err(bad(format!("sample_id is outside the job's {n} samples")));
+        }
+        let (su, label) = (s as usize, v.label[i]);
+        if label < 0 || label >= classes {
+            return Err(bad(format!("label {label} is not a class index below {classes}")));
+        }
+        if learned[su] >= 0 && learned[su] != label {
+            return Err(bad(format!(
+                "label {label}, but the dataset or an earlier epoch says {}: a sample's label may not change",
+                learned[su]
+            )));
+        }
+        let earlier = if stage.flags[su] & SEEN != 0 { Some(stage.label[su]) } else { None };
+        let before = j.checked_sub(1).map(|p| order[p]).filter(|&p| v.sample_id[p] == s).map(|p| v.label[p]);
+        if let Some(other) = earlier.or(before).filter(|&l| l != label) {
+            return Err(bad(format!("label {label}, but another row of this epoch says {other}")));
+        }
+        let (p, m, e, l) = (v.gold_prob[i], v.margin[i], v.el2n[i], v.loss[i]);
+        if !((0.0..=1.0).contains(&p) && m.abs() <= MARGIN_BOUND && (0.0..=EL2N_MAX).contains(&e) && l >= 0.0 && l.is_finite()) {
+            return Err(bad(format!("values out of range (gold_prob {p}, margin {m}, el2n {e}, loss {l})")));
+        }
+        let pred = v.pred[i];
+        if pred < 0 || pred >= classes || v.correct.value(i) != (pred == label) {
+            return Err(bad(format!("pred {pred} and correct disagree with the label or the classes")));
+        }
+    }
+    let correct = v.correct.values();
+    let mut previous = None;
+    for &i in &order {
+        let s = v.sample_id[i];
+        let su = s as usize;
+        let repeat = previous == Some(s);
+        previous = Some(s);
+        if repeat || (stage.flags[su] & SEEN != 0 && stage.owner[su] as u32 <= rank) {
+            stage.dirty[rank as usize] = true;
+            continue;
+        }
+        if stage.flags[su] & SEEN != 0 {
+            // A higher rank's row loses to this one.
+            stage.dirty[stage.owner[su] as usize] = true;
+        } else {
+            stage.staged += 1;
+        }
+        stage.owner[su] = rank as u16;
+        stage.gold_prob[su] = v.gold_prob[i];
+        stage.margin[su] = v.margin[i];
+        stage.el2n[su] = v.el2n[i] as f32;
+        stage.flags[su] = SEEN | if correct.value(i) { CORRECT } else { 0 };
+        stage.label[su] = v.label[i];
+        stage.loss[su] = v.loss[i];
+    }
+    stage.rows[rank as usize] += v.len() as u64;
+    Ok(v.len())
+}
+
+/// Rewrites the pending part of every rank whose rows lost to another's
+/// (or repeated its own), keeping only the rows the stage kept: the
+/// committed partition then holds each sample at most once.
+fn drop_losing_rows(out: &Path, stage: &EpochStage, label_names: Option<&[String]>) -> Result<()> {
+    use arrow::array::{Array, BooleanArray, Int64Array};
+    let pending = outputs::pending_dir(out, stage.epoch);
+    for rank in (0..stage.dirty.len()).filter(|&r| stage.dirty[r]) {
+        let path = pending.join(part_name(rank as u32));
+        let file = File::open(&path).map_err(|e| CartoError::io(&path, e))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
+        let tmp = outputs::in_progress_path(&path);
+        let out_file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
+        let mut w = ArrowWriter::try_new(out_file, dynamics::schema(), Some(outputs::part_writer_props(label_names)))
+            .map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
+        let mut kept = vec![false; stage.flags.len()];
+        for b in reader {
+            let b = b.map_err(|e| CartoError::internal(format!("{}: {e}", path.display())))?;
+            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| CartoError::internal("sample_id column"))?;
+            let keep: BooleanArray = ids
+                .values()
+                .iter()
+                .map(|&s| {
+                    let su = s as usize;
+                    let mine = stage.owner[su] as usize == rank && !kept[su];
+                    kept[su] |= mine;
+                    Some(mine)
+                })
+                .collect();
+            let b = arrow::compute::filter_record_batch(&b, &keep).map_err(|e| CartoError::internal(e.to_string()))?;
+            if b.num_rows() > 0 {
+                w.write(&b).map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
+            }
+        }
+        let f = w.into_inner().map_err(|e| CartoError::internal(format!("{}: {e}", tmp.display())))?;
+        f.sync_all().map_err(|e| CartoError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// Checks an `EpochDone`'s numbers against what they count: `samples` at

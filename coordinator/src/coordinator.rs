@@ -148,15 +148,26 @@ impl Coordinator {
         }
 
         let _permit = self.loading.acquire().await.map_err(|_| CartoError::internal("shutting down"))?;
-        let ds_spec = spec.dataset_spec()?;
+        let external = spec.is_external().then(|| external_samples(&spec));
+        let has_data = spec.data.as_deref().is_some_and(|d| !d.is_empty());
+        let ds_spec = if has_data || external.is_none() { Some(spec.dataset_spec()?) } else { None };
         let eval_spec = spec.eval_dataset_spec()?;
         let out_dir = out.clone();
         let (info, num_classes, dataset_path) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let Some(ds_spec) = ds_spec else {
+                // An external job without a dataset: labels come with the rows.
+                outputs::prepare_out_dir(&out_dir, overwrite)?;
+                let (info, k) = external.expect("external without data");
+                return Ok((info, k, String::new()));
+            };
             let ds = dataset::load(&ds_spec)?;
             if let Some(e) = eval_spec {
                 check_held_out(&ds, &dataset::load(&e)?)?;
             }
             let path = std::fs::canonicalize(&ds.path).unwrap_or(ds.path.clone());
+            if let Some((want, k)) = &external {
+                check_external_dataset(&ds, want.len(), *k)?;
+            }
             outputs::prepare_out_dir(&out_dir, overwrite)?;
             let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
             Ok((info, ds.num_classes, path.display().to_string()))
@@ -169,7 +180,8 @@ impl Coordinator {
             Some(state) => state.join("jobs").join(&id),
             None => out.join(".carto"),
         };
-        let job = Job::new(NewJob { id: id.clone(), spec, out, dir, info, num_classes: num_classes as u32, dataset_path });
+        let num_classes = if spec.is_external() { spec.num_classes.unwrap_or(0) } else { num_classes as u32 };
+        let job = Job::new(NewJob { id: id.clone(), spec, out, dir, info, num_classes, dataset_path });
         let (snapshot, pending) = self.transition(|jobs, reg| {
             let fx = jobs.add(job, reg);
             (jobs.get(&id), fx)
@@ -433,6 +445,38 @@ impl Coordinator {
         result
     }
 
+    /// A rank of an external job's training loop joins it; the answer waits
+    /// for the job's stage to be open.
+    pub async fn join_external(&self, req: pb::JoinExternalRequest) -> Result<pb::Assignment> {
+        let (a, pending) = self.transition(|jobs, reg| {
+            reg.authenticate(&req.worker_id, &req.worker_secret)?;
+            jobs.join_external(&req.job_id, req.rank, req.world_size, &req.worker_id, reg)
+        });
+        let a = a?;
+        pending.done().await;
+        Ok(a)
+    }
+
+    /// An external rank is done; once every rank is, the outputs are
+    /// written. Returns the job when it has ended.
+    pub async fn finish_external(self: &Arc<Self>, req: pb::FinishExternalRequest) -> Result<pb::Job> {
+        let claim = Claim { job_id: &req.job_id, generation: req.generation, rank: req.rank, lease: &req.lease };
+        let mut watch = self.watch(&req.job_id)?;
+        let (last, _) = self.transition(|jobs, reg| jobs.finish_external(reg, claim).map(|b| (b, Effects::default())));
+        if last? {
+            let (coord, id, generation) = (self.clone(), req.job_id.clone(), req.generation);
+            tokio::task::spawn_blocking(move || coord.finish(&id, generation))
+                .await
+                .map_err(|e| CartoError::internal(format!("finishing the job: {e}")))??;
+        }
+        let job = watch
+            .wait_for(|j| matches!(pb::JobState::try_from(j.state), Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)))
+            .await
+            .map_err(|_| CartoError::internal("the job's watchers were closed"))?
+            .clone();
+        Ok(job)
+    }
+
     /// A rank could not go on (see [`JobManager::report_failure`]).
     pub fn report_failure(&self, req: pb::ReportFailureRequest) -> Result<()> {
         self.transition(|jobs, reg| jobs.report_failure(req, reg).map(|fx| ((), fx))).0
@@ -467,6 +511,26 @@ impl<T> Transition for Result<(T, Effects)> {
             Err(e) => (Err(e), Effects::default()),
         }
     }
+}
+
+/// An external job's samples before any row arrives: unknown labels (-1),
+/// the class names it was given; and its number of classes.
+fn external_samples(spec: &JobSpec) -> (SampleInfo, usize) {
+    let n = spec.num_samples.unwrap_or(0) as usize;
+    let names = (!spec.label_names.is_empty()).then(|| spec.label_names.clone());
+    (SampleInfo { labels: vec![-1; n], label_names: names, ids: None }, spec.num_classes.unwrap_or(0) as usize)
+}
+
+/// An external job's dataset must have its number of samples and classes.
+fn check_external_dataset(ds: &dataset::Dataset, n: usize, k: usize) -> Result<()> {
+    let file = ds.path.display();
+    if ds.labels.len() != n {
+        return Err(CartoError::invalid(format!("{file}: {} rows, but num_samples is {n}", ds.labels.len())));
+    }
+    if ds.num_classes > k {
+        return Err(CartoError::invalid(format!("{file}: {} classes, but num_classes is {k}", ds.num_classes)));
+    }
+    Ok(())
 }
 
 /// A held-out set must speak the training set's classes and features.

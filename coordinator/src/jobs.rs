@@ -83,6 +83,8 @@ pub struct Job {
     /// When the running generation last moved (a rank's sample count, a commit, its start).
     last_progress: Instant,
     progress_key: (u32, u64),
+    /// External jobs: the ranks that called FinishExternal.
+    finished_ranks: Vec<bool>,
 }
 
 /// What a new job is made of (the coordinator loads the dataset first).
@@ -126,6 +128,7 @@ impl Job {
             dir: n.dir,
             last_progress: Instant::now(),
             progress_key: (0, 0),
+            finished_ranks: vec![],
         }
     }
 
@@ -366,7 +369,7 @@ impl JobManager {
         let queue: Vec<QueuedJob> = self
             .jobs
             .iter()
-            .filter(|j| j.state == pb::JobState::Queued)
+            .filter(|j| j.state == pb::JobState::Queued && !j.spec.is_external())
             .map(|j| QueuedJob {
                 id: j.id.clone(),
                 want: j.spec.workers() as usize,
@@ -577,6 +580,11 @@ impl JobManager {
         if job.state != pb::JobState::Running {
             return Effects::default();
         }
+        if job.spec.is_external() {
+            // carto cannot restart the user's training loop.
+            let msg = format!("{fault}; an external training loop cannot be re-formed: rerun it");
+            return self.end(job_id, pb::JobState::Failed, msg, reg);
+        }
         if job.restarts >= max {
             let msg = format!("{fault}; gave up after {max} restart(s)");
             return self.end(job_id, pb::JobState::Failed, msg, reg);
@@ -669,7 +677,7 @@ impl JobManager {
         let stalled: Vec<(String, String)> = self
             .jobs
             .iter()
-            .filter(|j| j.state == pb::JobState::Running && j.last_progress.elapsed() > limit)
+            .filter(|j| j.state == pb::JobState::Running && !j.spec.is_external() && j.last_progress.elapsed() > limit)
             .map(|j| {
                 let epoch = j.epochs.len();
                 (j.id.clone(), format!("no training progress in epoch {epoch} for {} s", limit.as_secs()))
@@ -681,6 +689,79 @@ impl JobManager {
             fx.extend(self.recover_or_fail(&id, fault, reg));
         }
         fx
+    }
+
+    /// A rank of an external job's training loop joins (the worker `worker`
+    /// registered and authenticated). The first rank starts generation 1;
+    /// each rank joins once.
+    pub fn join_external(
+        &mut self,
+        job_id: &str,
+        rank: u32,
+        world: u32,
+        worker: &str,
+        reg: &mut WorkerRegistry,
+    ) -> Result<(pb::Assignment, Effects)> {
+        let job = self.job_mut(job_id)?;
+        if !job.spec.is_external() {
+            return Err(CartoError::FailedPrecondition(format!("job {job_id} is trained by carto-workers, not joined")));
+        }
+        if job.is_terminal() {
+            return Err(CartoError::FailedPrecondition(format!("job {job_id} already {}", state_name(job.state))));
+        }
+        let want = job.spec.workers();
+        if world != want {
+            return Err(CartoError::invalid(format!("world_size {world}, but job {job_id} expects {want} ranks")));
+        }
+        if rank >= want {
+            return Err(CartoError::invalid(format!("rank {rank} is outside job {job_id}'s world of {want}")));
+        }
+        let mut fx = Effects::default();
+        if job.generation == 0 {
+            job.generation = 1;
+            job.state = pb::JobState::Running;
+            job.started_ms = now_ms();
+            job.ranks = vec![String::new(); want as usize];
+            job.rank_progress = vec![None; want as usize];
+            job.finished_ranks = vec![false; want as usize];
+            let agg = Arc::new(Mutex::new(Aggregator::external(&job.out, job.info.clone(), job.num_classes as usize, want)));
+            job.aggregator = Some(agg.clone());
+            fx.push(Effect::BeginGeneration { aggregator: agg, world: want, epoch: 0, generation: 1 });
+            info!(job = %job_id, world = want, "external job started");
+        }
+        if !job.ranks[rank as usize].is_empty() {
+            return Err(CartoError::FailedPrecondition(format!("rank {rank} of job {job_id} has already joined")));
+        }
+        let lease = reg
+            .lease(worker, job_id, job.generation, rank)
+            .ok_or_else(|| CartoError::NotFound(format!("no worker '{worker}': register first")))?;
+        job.ranks[rank as usize] = worker.to_string();
+        let a = pb::Assignment {
+            job_id: job_id.to_string(),
+            generation: job.generation,
+            rank,
+            world_size: want,
+            spec: Some(job.spec.clone().into()),
+            start_epoch: job.committed,
+            num_classes: job.num_classes,
+            lease,
+            ..Default::default()
+        };
+        fx.extend(job.persist());
+        Ok((a, fx))
+    }
+
+    /// An external rank is done. Returns whether every rank now is: then
+    /// the caller writes the outputs (see `Coordinator::finish`).
+    pub fn finish_external(&mut self, reg: &WorkerRegistry, c: Claim) -> Result<bool> {
+        self.check_claim(reg, c)?;
+        let job = self.job_mut(c.job_id)?;
+        if !job.spec.is_external() {
+            return Err(CartoError::FailedPrecondition(format!("job {} is not an external job", c.job_id)));
+        }
+        let first = !job.finished_ranks[c.rank as usize];
+        job.finished_ranks[c.rank as usize] = true;
+        Ok(first && job.finished_ranks.iter().all(|&f| f))
     }
 
     pub fn cancel(&mut self, id: &str, reg: &mut WorkerRegistry) -> Result<(pb::Job, Effects)> {

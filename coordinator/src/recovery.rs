@@ -80,6 +80,11 @@ pub fn unreadable(dir: &Path, reason: &str) -> Job {
 /// Reloads an unfinished job's dataset and committed epochs, and queues it
 /// to be re-formed from its last checkpoint.
 pub fn rebuild(job: &mut Job) -> Result<()> {
+    if job.spec.is_external() {
+        return Err(CartoError::FailedPrecondition(
+            "an external job's training loop lost its coordinator; rerun the loop as a new job".into(),
+        ));
+    }
     let ds = dataset::load(&job.spec.dataset_spec()?)?;
     let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
     let (acc, committed) = committed_dynamics(&job.out, &info.labels)?;

@@ -115,6 +115,11 @@ impl WorkerRegistry {
         })
     }
 
+    /// Checks that `secret` is worker `id`'s.
+    pub fn authenticate(&mut self, id: &str, secret: &str) -> Result<()> {
+        self.authenticated(id, secret).map(|_| ())
+    }
+
     /// The worker `id`, if `secret` is the one it was given at registration.
     fn authenticated(&mut self, id: &str, secret: &str) -> Result<&mut Worker> {
         let w = self

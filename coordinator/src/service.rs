@@ -129,6 +129,14 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::EpochDoneResponse { stop }))
     }
 
+    async fn join_external(&self, req: Request<pb::JoinExternalRequest>) -> Rpc<pb::Assignment> {
+        Ok(Response::new(self.0.join_external(req.into_inner()).await?))
+    }
+
+    async fn finish_external(&self, req: Request<pb::FinishExternalRequest>) -> Rpc<pb::Job> {
+        Ok(Response::new(self.0.finish_external(req.into_inner()).await?))
+    }
+
     async fn report_failure(&self, req: Request<pb::ReportFailureRequest>) -> Rpc<pb::ReportFailureResponse> {
         self.0.report_failure(req.into_inner())?;
         Ok(Response::new(pb::ReportFailureResponse {}))
@@ -177,6 +185,13 @@ async fn ingest_report(
                 let _slot = slot;
                 let result = (|| -> Result<(), CartoError> {
                     for batch in ipc::decode_chunk(&chunk.arrow_ipc, &what)? {
+                        // External loops send logits; the statistics are computed here.
+                        let batch = if carto_common::logits::is_logits_batch(&batch) {
+                            let k = lock(&agg).num_classes();
+                            carto_common::logits::to_dynamics(&batch, k, &what)?
+                        } else {
+                            batch
+                        };
                         let batch = crate::aggregator::conform(&batch, &what)?;
                         lock(&agg).ingest(&w, &batch, &what)?;
                         w.write(&batch)?;
