@@ -241,7 +241,14 @@ impl Job {
             world_size: self.spec.workers(),
             generation: self.generation,
             workers: self.ranks.clone(),
-            epochs: self.epochs.iter().map(EpochRecord::from).collect(),
+            epochs: self
+                .epochs
+                .iter()
+                .map(|e| EpochRecord {
+                    missing_samples: self.spec.is_external().then(|| self.num_samples.saturating_sub(e.samples)),
+                    ..EpochRecord::from(e)
+                })
+                .collect(),
             timings: Timings {
                 created_unix_ms: self.created_ms,
                 started_unix_ms: self.started_ms,

@@ -81,6 +81,9 @@ pub struct EpochRecord {
     pub eval_loss: Option<f64>,
     #[serde(default)]
     pub eval_accuracy: Option<f64>,
+    /// External jobs: samples with no row in this epoch (a `drop_last` loader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_samples: Option<u64>,
 }
 
 impl From<&pb::EpochSummary> for EpochRecord {
@@ -95,6 +98,7 @@ impl From<&pb::EpochSummary> for EpochRecord {
             wall_seconds: e.wall_seconds,
             eval_loss: e.eval_loss,
             eval_accuracy: e.eval_accuracy,
+            missing_samples: None,
         }
     }
 }

@@ -155,6 +155,8 @@ async fn an_external_loop_of_two_ranks_is_merged_like_any_job() {
     assert_eq!(a.state, pb::JobState::Succeeded as i32, "{}", a.error);
     assert_eq!((b.state, a.epochs.len()), (pb::JobState::Succeeded as i32, 2));
     assert_eq!(a.epochs[1].samples, 9, "sample 9 missed epoch 1");
+    let rec = carto_coordinator::record::JobRecord::read(&out.join("job.json")).unwrap();
+    assert_eq!((rec.epochs[0].missing_samples, rec.epochs[1].missing_samples), (Some(0), Some(1)));
 
     // The expected metrics, from the same formulas: the lowest rank's row
     // and a rank's first row win.
@@ -249,5 +251,32 @@ async fn external_specs_are_checked_and_carto_workers_never_take_them() {
     let j = jobs.get_job(pb::GetJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
     assert_eq!((j.state, j.generation), (pb::JobState::Queued as i32, 0));
     drop(worker);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_rank_fails_the_job_with_the_reason_and_no_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let config = CoordinatorConfig { heartbeat_interval: std::time::Duration::from_millis(50), ..Default::default() };
+    let server = Embedded::start(Coordinator::new(config), "127.0.0.1:0").await.unwrap();
+    let mut jobs = JobServiceClient::connect(server.url()).await.unwrap();
+    let job = jobs.submit_job(pb::SubmitJobRequest { spec: Some(external_spec(&out, 2)) }).await.unwrap().into_inner().job.unwrap();
+    let mut r0 = Rank::join(&server.url(), &job.id, 0, 2).await.unwrap();
+    let r1 = Rank::join(&server.url(), &job.id, 1, 2).await.unwrap();
+    assert_eq!(r0.report(0, rows(&[0, 1, 2], 0, 0, label)).await.unwrap(), 3);
+    // Rank 1's process dies: its order stream closes.
+    drop(r1);
+    let mut events = jobs.watch_job(pb::WatchJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(ev) = tokio::time::timeout(std::time::Duration::from_secs(20), events.message()).await.unwrap().unwrap() {
+        last = ev.job;
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::JobState::Failed as i32);
+    assert!(last.error.contains("rank 1") && last.error.contains("cannot be re-formed"), "{}", last.error);
+    assert!(!out.join("metrics.parquet").exists(), "no metrics claim success");
+    let rec = carto_coordinator::record::JobRecord::read(&out.join("job.json")).unwrap();
+    assert_eq!(rec.state, carto_coordinator::record::RecordState::Failed);
     server.shutdown().await.unwrap();
 }
