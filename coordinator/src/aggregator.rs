@@ -803,7 +803,9 @@ impl Aggregator {
                 req.rank, req.epoch
             )));
         }
-        if record && (!matches!(stage.report[r], Report::Finished(_)) || stage.rows[r] != req.rows_sent) {
+        // An external rank with no rows this epoch may send no report at all.
+        let silent = self.plan.external && req.rows_sent == 0 && stage.report[r] == Report::None;
+        if record && !silent && (!matches!(stage.report[r], Report::Finished(_)) || stage.rows[r] != req.rows_sent) {
             return Err(CartoError::FailedPrecondition(format!(
                 "rank {} finished epoch {} having sent {} dynamics rows, but {} arrived",
                 req.rank, req.epoch, req.rows_sent, stage.rows[r]
@@ -918,7 +920,12 @@ impl Aggregator {
     fn publish(out: &Path, stage: &EpochStage) -> Result<()> {
         let pending = outputs::pending_dir(out, stage.epoch);
         let world = stage.rows.len() as u32;
-        let keep: Vec<String> = (0..world).map(part_name).collect();
+        // Every rank's part; of an external job, those of the ranks that reported.
+        let keep: Vec<String> = (0..world)
+            .filter(|&r| stage.label.is_empty() || matches!(stage.report[r as usize], Report::Finished(_)))
+            .map(part_name)
+            .collect();
+        std::fs::create_dir_all(&pending).map_err(|e| CartoError::io(&pending, e))?;
         let entries = std::fs::read_dir(&pending).map_err(|e| CartoError::io(&pending, e))?;
         for e in entries {
             let e = e.map_err(|e| CartoError::io(&pending, e))?;

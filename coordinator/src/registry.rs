@@ -20,6 +20,9 @@ use crate::auth::constant_time_eq;
 use crate::effects::Effect;
 use crate::placement::FreeWorker;
 
+/// The device an external training loop's ranks register with.
+pub const EXTERNAL_DEVICE: &str = "external";
+
 pub type ControlSender = mpsc::Sender<std::result::Result<pb::Order, Status>>;
 pub type ControlReceiver = mpsc::Receiver<std::result::Result<pb::Order, Status>>;
 
@@ -59,6 +62,12 @@ pub struct Worker {
 impl Worker {
     pub fn has_cuda(&self) -> bool {
         self.devices.iter().any(|d| d.starts_with("cuda"))
+    }
+
+    /// A rank of the user's own training loop (registered with device
+    /// "external"): it joins its job, and is never assigned carto's.
+    pub fn is_external(&self) -> bool {
+        self.devices.iter().any(|d| d == EXTERNAL_DEVICE)
     }
 
     fn stream_open(&self) -> bool {
@@ -159,7 +168,7 @@ impl WorkerRegistry {
     pub fn free(&self) -> Vec<FreeWorker> {
         self.workers
             .values()
-            .filter(|w| w.lease.is_none() && w.stream_open())
+            .filter(|w| w.lease.is_none() && w.stream_open() && !w.is_external())
             .map(|w| FreeWorker { id: w.id.clone(), cuda: w.has_cuda() })
             .collect()
     }

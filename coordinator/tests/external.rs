@@ -280,3 +280,25 @@ async fn a_killed_rank_fails_the_job_with_the_reason_and_no_metrics() {
     assert_eq!(rec.state, carto_coordinator::record::RecordState::Failed);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rank_with_no_rows_in_an_epoch_only_says_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let server = Embedded::start(Coordinator::new(CoordinatorConfig::default()), "127.0.0.1:0").await.unwrap();
+    let mut jobs = JobServiceClient::connect(server.url()).await.unwrap();
+    let job = jobs.submit_job(pb::SubmitJobRequest { spec: Some(external_spec(&out, 2)) }).await.unwrap().into_inner().job.unwrap();
+    let mut r0 = Rank::join(&server.url(), &job.id, 0, 2).await.unwrap();
+    let mut r1 = Rank::join(&server.url(), &job.id, 1, 2).await.unwrap();
+    let all: Vec<usize> = (0..N).collect();
+    assert_eq!(r0.report(0, rows(&all, 0, 0, label)).await.unwrap(), N as u64);
+    assert!(!r0.done(0, N as u64).await.unwrap());
+    assert!(!r1.done(0, 0).await.unwrap());
+    let (a, b) = tokio::join!(r0.finish(), r1.finish());
+    let a = a.unwrap();
+    assert_eq!(a.state, pb::JobState::Succeeded as i32, "{}", a.error);
+    assert_eq!(b.unwrap().epochs.len(), 1);
+    assert_eq!(read(&out.join("dynamics/epoch=0/part-0.parquet")).num_rows(), N);
+    assert!(!out.join("dynamics/epoch=0/part-1.parquet").exists());
+    server.shutdown().await.unwrap();
+}
