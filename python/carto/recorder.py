@@ -259,7 +259,7 @@ class Recorder:
     def _heartbeats(self, interval: float) -> None:
         c = self.client
         assert c is not None
-        while not self._closing.wait(interval):
+        while True:
             progress = None
             if self.lease is not None:
                 started = self._epoch_started
@@ -278,6 +278,8 @@ class Recorder:
                 if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     self._abort(str(rpc_error("Heartbeat", e)).removeprefix("carto: "))
                     return
+            if self._closing.wait(interval):
+                return
 
     # ---- the training loop's calls ------------------------------------------
     def _check(self) -> Sender:
