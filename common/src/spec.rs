@@ -353,9 +353,6 @@ impl JobSpec {
         if self.workers() == 0 || self.workers() > 4096 {
             return Err(CartoError::invalid("world_size must be between 1 and 4096"));
         }
-        if non_empty(&self.data).is_some() {
-            self.dataset_spec()?;
-        }
         Ok(())
     }
 

@@ -149,25 +149,30 @@ impl Coordinator {
 
         let _permit = self.loading.acquire().await.map_err(|_| CartoError::internal("shutting down"))?;
         let external = spec.is_external().then(|| external_samples(&spec));
-        let has_data = spec.data.as_deref().is_some_and(|d| !d.is_empty());
-        let ds_spec = if has_data || external.is_none() { Some(spec.dataset_spec()?) } else { None };
+        // An external job's `data` is only named (for `carto select` and the
+        // report's texts): its rows bring the labels.
+        let external_data = spec.data.clone().filter(|d| !d.is_empty() && spec.is_external());
+        let ds_spec = if external.is_none() { Some(spec.dataset_spec()?) } else { None };
         let eval_spec = spec.eval_dataset_spec()?;
         let out_dir = out.clone();
         let (info, num_classes, dataset_path) = tokio::task::spawn_blocking(move || -> Result<_> {
             let Some(ds_spec) = ds_spec else {
-                // An external job without a dataset: labels come with the rows.
                 outputs::prepare_out_dir(&out_dir, overwrite)?;
-                let (info, k) = external.expect("external without data");
-                return Ok((info, k, String::new()));
+                let (info, k) = external.expect("an external job");
+                let path = match external_data {
+                    Some(d) => std::fs::canonicalize(&d)
+                        .map_err(|e| CartoError::invalid(format!("data {d}: {e}")))?
+                        .display()
+                        .to_string(),
+                    None => String::new(),
+                };
+                return Ok((info, k, path));
             };
             let ds = dataset::load(&ds_spec)?;
             if let Some(e) = eval_spec {
                 check_held_out(&ds, &dataset::load(&e)?)?;
             }
             let path = std::fs::canonicalize(&ds.path).unwrap_or(ds.path.clone());
-            if let Some((want, k)) = &external {
-                check_external_dataset(&ds, want.len(), *k)?;
-            }
             outputs::prepare_out_dir(&out_dir, overwrite)?;
             let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
             Ok((info, ds.num_classes, path.display().to_string()))
@@ -457,6 +462,24 @@ impl Coordinator {
         Ok(a)
     }
 
+    /// For an external job: waits until `epoch` is committed (returns
+    /// false) or the job ended (true). Other jobs return at once.
+    pub async fn wait_external_commit(&self, job_id: &str, epoch: u32) -> Result<bool> {
+        let external = self.read(|jobs, _| jobs.job(job_id).map(|j| j.spec.is_external()))?;
+        if !external {
+            return Ok(false);
+        }
+        let mut watch = self.watch(job_id)?;
+        let terminal = |j: &pb::Job| {
+            matches!(pb::JobState::try_from(j.state), Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled))
+        };
+        let job = watch
+            .wait_for(|j| terminal(j) || j.epochs.len() > epoch as usize)
+            .await
+            .map_err(|_| CartoError::internal("the job's watchers were closed"))?;
+        Ok(terminal(&job))
+    }
+
     /// An external rank is done; once every rank is, the outputs are
     /// written. Returns the job when it has ended.
     pub async fn finish_external(self: &Arc<Self>, req: pb::FinishExternalRequest) -> Result<pb::Job> {
@@ -519,18 +542,6 @@ fn external_samples(spec: &JobSpec) -> (SampleInfo, usize) {
     let n = spec.num_samples.unwrap_or(0) as usize;
     let names = (!spec.label_names.is_empty()).then(|| spec.label_names.clone());
     (SampleInfo { labels: vec![-1; n], label_names: names, ids: None }, spec.num_classes.unwrap_or(0) as usize)
-}
-
-/// An external job's dataset must have its number of samples and classes.
-fn check_external_dataset(ds: &dataset::Dataset, n: usize, k: usize) -> Result<()> {
-    let file = ds.path.display();
-    if ds.labels.len() != n {
-        return Err(CartoError::invalid(format!("{file}: {} rows, but num_samples is {n}", ds.labels.len())));
-    }
-    if ds.num_classes > k {
-        return Err(CartoError::invalid(format!("{file}: {} classes, but num_classes is {k}", ds.num_classes)));
-    }
-    Ok(())
 }
 
 /// A held-out set must speak the training set's classes and features.

@@ -123,9 +123,15 @@ impl WorkerService for WorkerApi {
         // Committing may write the metrics, the data map and the report: off the async threads.
         let coord = self.0.clone();
         let req = req.into_inner();
+        let (job_id, epoch) = (req.job_id.clone(), req.epoch);
         let stop = tokio::task::spawn_blocking(move || coord.epoch_done(req))
             .await
             .map_err(|e| Status::internal(format!("committing the epoch: {e}")))??;
+        // An external loop's ranks are not kept in step by carto's
+        // collectives: each rank's EpochDone returns once the epoch is
+        // committed, so no rank reports the next epoch before every rank
+        // finished this one.
+        let stop = if stop { stop } else { self.0.wait_external_commit(&job_id, epoch).await? };
         Ok(Response::new(pb::EpochDoneResponse { stop }))
     }
 

@@ -145,10 +145,9 @@ async fn an_external_loop_of_two_ranks_is_merged_like_any_job() {
             let err = r1.report(epoch, rows(&[5], epoch, 1, |s| (label(s) + 1) % K as i64)).await.unwrap_err();
             assert_eq!(err.code(), Code::FailedPrecondition, "rank 1 already reported: {}", err.message());
         }
-        for (rank, samples) in plan.iter() {
-            let r = if *rank == 0 { &mut r0 } else { &mut r1 };
-            assert!(!r.done(epoch, samples.len() as u64).await.unwrap());
-        }
+        // Each rank's EpochDone returns once the epoch is committed: together.
+        let (d0, d1) = tokio::join!(r0.done(epoch, plan[0].1.len() as u64), r1.done(epoch, plan[1].1.len() as u64));
+        assert!(!d0.unwrap() && !d1.unwrap());
     }
     let (a, b) = tokio::join!(r0.finish(), r1.finish());
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -292,8 +291,8 @@ async fn a_rank_with_no_rows_in_an_epoch_only_says_it_is_done() {
     let mut r1 = Rank::join(&server.url(), &job.id, 1, 2).await.unwrap();
     let all: Vec<usize> = (0..N).collect();
     assert_eq!(r0.report(0, rows(&all, 0, 0, label)).await.unwrap(), N as u64);
-    assert!(!r0.done(0, N as u64).await.unwrap());
-    assert!(!r1.done(0, 0).await.unwrap());
+    let (d0, d1) = tokio::join!(r0.done(0, N as u64), r1.done(0, 0));
+    assert!(!d0.unwrap() && !d1.unwrap());
     let (a, b) = tokio::join!(r0.finish(), r1.finish());
     let a = a.unwrap();
     assert_eq!(a.state, pb::JobState::Succeeded as i32, "{}", a.error);
