@@ -13,7 +13,9 @@ def carto_binary() -> "str | None":
     env = os.environ.get("CARTO_BIN")
     if env:
         return env
-    for candidate in (REPO / "target" / "release" / "carto", Path.home() / ".cache/carto/target/release/carto"):
+    targets = [Path(os.environ["CARGO_TARGET_DIR"])] if os.environ.get("CARGO_TARGET_DIR") else []
+    targets += [REPO / "target", Path.home() / ".cache/carto/target"]
+    for candidate in (t / "release" / "carto" for t in targets):
         if candidate.is_file():
             return str(candidate)
     return shutil.which("carto")
