@@ -11,3 +11,9 @@ cd "$CARTO_ROOT"
 cargo build --release -p carto-worker --features nccl
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --no-fail-fast "$@"
+
+# The Python package (`pip install ./python`) and its tests, against the
+# `carto` binary just built: the live tests run real coordinators and a
+# torchrun job of two ranks.
+"$CARTO_PYTHON" -m pip install --quiet "$CARTO_ROOT/python"
+CARTO_BIN="${CARGO_TARGET_DIR:-$CARTO_ROOT/target}/release/carto" "$CARTO_PYTHON" -m pytest -q "$CARTO_ROOT/python/tests"

@@ -119,3 +119,20 @@ def test_a_killed_rank_fails_the_job_with_a_reason_and_no_metrics(tmp_path, cart
         coordinator.stop()
     assert not (out / "metrics.parquet").exists()
     assert json.loads((out / "job.json").read_text())["state"] == "failed"
+
+
+def test_the_own_loop_example_maps_fashion_mnist_alone_and_under_torchrun(tmp_path, carto_bin):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "own_loop" / "train.py"
+    env = dict(os.environ, CARTO_BIN=carto_bin, OMP_NUM_THREADS="1")
+    for name, launcher in [("alone", [sys.executable]), ("torchrun", [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"])]:
+        out = tmp_path / name
+        r = subprocess.run([*launcher, str(example), "--out", str(out), "--epochs", "2"], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "succeeded" in r.stdout, r.stdout
+        for f in ("metrics.parquet", "datamap.png", "suspects.csv", "job.json"):
+            assert (out / f).exists(), (name, f)
+        assert pq.read_table(out / "metrics.parquet").num_rows == 1000
