@@ -201,3 +201,23 @@ def test_lightning_callback_records_every_sample(tmp_path, carto_bin, monkeypatc
     for f in ("datamap.png", "suspects.csv", "job.json"):
         assert (out / f).exists(), f
     assert (out / "dynamics").is_dir()
+
+
+# ---- the examples ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("example,extra", [("hf_trainer", ["--rows", "200", "--epochs", "1"]), ("lightning", ["--epochs", "1"])])
+def test_the_integration_examples_run(tmp_path, carto_bin, example, extra):
+    import os
+    import subprocess
+    import sys
+
+    if example == "lightning":
+        pytest.importorskip("lightning", reason="lightning is not installed (pip install lightning)")
+    out = tmp_path / "out"
+    env = dict(os.environ, CARTO_BIN=carto_bin, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, str(REPO / "examples" / example / "train.py"), "--out", str(out), *extra],
+                       env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "succeeded" in r.stdout, r.stdout
+    for f in ("metrics.parquet", "datamap.png", "suspects.csv", "job.json"):
+        assert (out / f).exists(), f
