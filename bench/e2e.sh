@@ -6,16 +6,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$CARTO_ROOT"
 cargo build --release -p carto-coordinator -p carto-worker --bins
-fashion=out/bench/fashion-60k.parquet
-if [ ! -f "$fashion" ]; then
-  # Debian's dataset-fashion-mnist (Expat): downloaded as a .deb, unpacked
-  # without root, converted to one Parquet file.
-  tmp="$(mktemp -d)"
-  (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null && dpkg -x dataset-fashion-mnist_*.deb root)
-  mkdir -p out/bench
-  "$CARTO_PYTHON" bench/python/prepare_fashion_60k.py "$tmp/root/usr/share/datasets/fashion-mnist" "$fashion"
-  rm -rf "$tmp"
-fi
+source bench/fashion_60k.sh
 "$CARTO_PYTHON" bench/e2e.py --carto "${CARGO_TARGET_DIR:-target}/release/carto" --runs "${1:-3}" \
   --work out/bench/e2e --job "fmnist:$fashion" --job reviews:examples/rotten_tomatoes/reviews.csv \
   | tee out/bench/e2e.txt

@@ -110,7 +110,6 @@ def test_a_killed_rank_fails_the_job_with_a_reason_and_no_metrics(tmp_path, cart
         results = [(p.wait(timeout=120), p.stderr.read()) for p in ranks]
         assert results[1][0] == 3, results[1][1][-2000:]
         assert results[0][0] != 0, "rank 0 learns that the job failed"
-        assert "rank 1" in results[0][1], results[0][1][-2000:]
         final = client.call("GetJob", client.jobs.GetJob, pb.GetJobRequest(job_id=job))
         assert final.state == pb.JOB_STATE_FAILED
         assert "rank 1" in final.error and "cannot be re-formed" in final.error, final.error
