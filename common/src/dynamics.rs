@@ -21,6 +21,11 @@ pub const CORRECT: &str = "correct";
 pub const MARGIN: &str = "margin";
 pub const EL2N: &str = "el2n";
 pub const LOSS: &str = "loss";
+/// Not a dynamics column: dynamics written by other training loops may hold
+/// each row's raw logits (a list, one value per class) instead of the
+/// statistics; `carto metrics` computes the statistics from them with
+/// [`RowStats::from_logits`].
+pub const LOGITS: &str = "logits";
 
 /// The dynamics schema (contract): all columns non-nullable.
 pub fn schema() -> SchemaRef {

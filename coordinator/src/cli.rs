@@ -222,6 +222,10 @@ pub struct MetricsArgs {
     /// Epochs to use: A..B (B excluded), A..=B, A.., ..B or K [default: all].
     #[arg(long, value_name = "A..B")]
     pub epochs: Option<EpochRange>,
+    /// The number of samples (sample_id 0..N); samples without any row get
+    /// epochs = 0 and null metrics [default: max sample_id + 1].
+    #[arg(long, value_name = "N")]
+    pub num_samples: Option<usize>,
     /// Where to write the metrics.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -317,9 +321,11 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Metrics(a) => {
             carto_common::memory::keep_freed_memory();
             let started = std::time::Instant::now();
-            let r = recompute::recompute(&a.dynamics, a.epochs.unwrap_or(EpochRange::ALL))?;
+            let partial = recompute::recompute_any(&a.dynamics, a.epochs.unwrap_or(EpochRange::ALL), a.num_samples)?;
             let folded = started.elapsed();
-            write_metrics(&a.out, &r)?;
+            outputs::write_parquet_atomic(&a.out, &partial.metrics_batch()?, partial.recomputed.info.label_names.as_deref())
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            let r = &partial.recomputed;
             tracing::info!(
                 samples = r.acc.len(),
                 read_fold_s = folded.as_secs_f64(),

@@ -10,7 +10,7 @@ use arrow::array::{
     Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{DataType, Field, Schema};
-use carto_common::metrics::SampleAccumulators;
+use carto_common::metrics::{SampleAccumulators, SampleMetrics};
 use carto_common::{CartoError, Result};
 use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::arrow::ArrowWriter;
@@ -34,6 +34,8 @@ pub const MODEL_FILE: &str = "model.safetensors";
 /// What the per-sample rows of `metrics.parquet` need besides the accumulators.
 #[derive(Debug, Clone)]
 pub struct SampleInfo {
+    /// Class index per sample; negative = unknown (a sample no dynamics row
+    /// names, only in [`metrics_table`]'s input).
     pub labels: Vec<i64>,
     pub label_names: Option<Vec<String>>,
     pub ids: Option<ArrayRef>,
@@ -102,9 +104,61 @@ fn props_builder(label_names: Option<&[String]>) -> parquet::file::properties::W
     b
 }
 
+/// Which per-row statistics the dynamics behind a metrics table recorded
+/// (`gold_prob` always is). Dynamics written by other tools may lack some;
+/// the metrics that need a missing one are null (see [`metrics_table`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// `correct` (or `pred`, or `logits`): correctness, correct_count,
+    /// forgetting_events, first_learned_epoch.
+    pub correct: bool,
+    /// `margin` (or `logits`): aum.
+    pub margin: bool,
+    /// `el2n` (or `logits`): el2n.
+    pub el2n: bool,
+}
+
+impl Recorded {
+    /// Everything: carto's own dynamics.
+    pub const ALL: Recorded = Recorded { correct: true, margin: true, el2n: true };
+
+    /// What both `self` and `other` recorded.
+    pub fn and(self, other: Recorded) -> Recorded {
+        Recorded { correct: self.correct && other.correct, margin: self.margin && other.margin, el2n: self.el2n && other.el2n }
+    }
+}
+
 /// Builds the `metrics.parquet` table (contract columns, in contract order).
 /// Samples never observed are an error: every input row must have metrics.
 pub fn metrics_batch(acc: &SampleAccumulators, info: &SampleInfo) -> Result<RecordBatch> {
+    build_metrics(acc, info, Recorded::ALL, true)
+}
+
+/// [`metrics_batch`] for dynamics that may be partial (written by other
+/// tools): a sample never observed keeps its row, with `epochs` = 0 and
+/// every metric null (its `label` and `label_name` too when unknown, i.e.
+/// negative in `info`), and the metrics that need a statistic `recorded`
+/// lacks are null in every row. A column is marked nullable only when it
+/// holds a null, so complete dynamics give exactly [`metrics_batch`]'s table.
+pub fn metrics_table(acc: &SampleAccumulators, info: &SampleInfo, recorded: Recorded) -> Result<RecordBatch> {
+    build_metrics(acc, info, recorded, false)
+}
+
+fn build_metrics(acc: &SampleAccumulators, info: &SampleInfo, recorded: Recorded, strict: bool) -> Result<RecordBatch> {
+    use arrow::buffer::{NullBuffer, ScalarBuffer};
+    /// The values under a never-observed sample's nulls.
+    const UNOBSERVED: SampleMetrics = SampleMetrics {
+        epochs: 0,
+        confidence: 0.0,
+        variability: 0.0,
+        correctness: 0.0,
+        aum: 0.0,
+        el2n: 0.0,
+        threshold_closeness: 0.0,
+        correct_count: 0,
+        forgetting_events: 0,
+        first_learned_epoch: None,
+    };
     let n = acc.len();
     if info.len() != n {
         return Err(CartoError::internal(format!("{} labels for {n} samples", info.len())));
@@ -119,10 +173,24 @@ pub fn metrics_batch(acc: &SampleAccumulators, info: &SampleInfo) -> Result<Reco
     let mut cc = Vec::with_capacity(n);
     let mut fe = Vec::with_capacity(n);
     let mut fl = Vec::with_capacity(n);
+    // Which samples were observed: only built once one was not.
+    let mut observed: Option<Vec<bool>> = None;
     for s in 0..n {
-        let m = acc.metrics(s).ok_or_else(|| {
-            CartoError::invalid(format!("sample_id {s} has no recorded epochs: the dynamics are incomplete"))
-        })?;
+        let m = match acc.metrics(s) {
+            Some(m) => m,
+            None if strict => {
+                return Err(CartoError::invalid(format!(
+                    "sample_id {s} has no recorded epochs: the dynamics are incomplete"
+                )))
+            }
+            None => {
+                observed.get_or_insert_with(|| vec![true; s]);
+                UNOBSERVED
+            }
+        };
+        if let Some(o) = observed.as_mut() {
+            o.push(m.epochs > 0);
+        }
         epochs.push(m.epochs as i32);
         conf.push(m.confidence);
         var.push(m.variability);
@@ -132,40 +200,47 @@ pub fn metrics_batch(acc: &SampleAccumulators, info: &SampleInfo) -> Result<Reco
         tc.push(m.threshold_closeness);
         cc.push(m.correct_count as i32);
         fe.push(m.forgetting_events as i32);
-        fl.push(m.first_learned_epoch);
+        fl.push(if recorded.correct { m.first_learned_epoch } else { None });
     }
+    let observed = observed.map(NullBuffer::from);
+    // The validity of a metric column: null where unobserved, or everywhere
+    // when the statistic it needs was not recorded.
+    let nulls = |have: bool| if have { observed.clone() } else { Some(NullBuffer::new_null(n)) };
+    let labels_valid = (!strict && info.labels.iter().any(|&l| l < 0))
+        .then(|| NullBuffer::from_iter(info.labels.iter().map(|&l| l >= 0)));
     let mut fields = vec![Field::new("sample_id", DataType::Int64, false)];
     let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..n as i64))];
     if let Some(ids) = &info.ids {
         fields.push(Field::new("id", ids.data_type().clone(), ids.null_count() > 0));
         cols.push(ids.clone());
     }
-    fields.push(Field::new("label", DataType::Int64, false));
-    cols.push(Arc::new(Int64Array::from(info.labels.clone())));
+    fields.push(Field::new("label", DataType::Int64, labels_valid.is_some()));
+    cols.push(Arc::new(Int64Array::new(ScalarBuffer::from(info.labels.clone()), labels_valid.clone())));
     if let Some(names) = &info.label_names {
-        fields.push(Field::new("label_name", DataType::Utf8, false));
-        cols.push(Arc::new(StringArray::from_iter_values(
-            info.labels.iter().map(|&l| names[l as usize].as_str()),
+        fields.push(Field::new("label_name", DataType::Utf8, labels_valid.is_some()));
+        cols.push(Arc::new(StringArray::from_iter(
+            info.labels.iter().map(|&l| usize::try_from(l).ok().map(|l| names[l].as_str())),
         )));
     }
     let f64_cols = [
-        ("confidence", conf),
-        ("variability", var),
-        ("correctness", corr),
-        ("aum", aum),
-        ("el2n", el2n),
-        ("threshold_closeness", tc),
+        ("confidence", conf, nulls(true)),
+        ("variability", var, nulls(true)),
+        ("correctness", corr, nulls(recorded.correct)),
+        ("aum", aum, nulls(recorded.margin)),
+        ("el2n", el2n, nulls(recorded.el2n)),
+        ("threshold_closeness", tc, nulls(true)),
     ];
     fields.push(Field::new("epochs", DataType::Int32, false));
     cols.push(Arc::new(Int32Array::from(epochs)));
-    for (name, v) in f64_cols {
-        fields.push(Field::new(name, DataType::Float64, false));
-        cols.push(Arc::new(Float64Array::from(v)));
+    for (name, v, valid) in f64_cols {
+        fields.push(Field::new(name, DataType::Float64, valid.is_some()));
+        cols.push(Arc::new(Float64Array::new(ScalarBuffer::from(v), valid)));
     }
-    fields.push(Field::new("correct_count", DataType::Int32, false));
-    cols.push(Arc::new(Int32Array::from(cc)));
-    fields.push(Field::new("forgetting_events", DataType::Int32, false));
-    cols.push(Arc::new(Int32Array::from(fe)));
+    for (name, v) in [("correct_count", cc), ("forgetting_events", fe)] {
+        let valid = nulls(recorded.correct);
+        fields.push(Field::new(name, DataType::Int32, valid.is_some()));
+        cols.push(Arc::new(Int32Array::new(ScalarBuffer::from(v), valid)));
+    }
     fields.push(Field::new("first_learned_epoch", DataType::Int32, true));
     cols.push(Arc::new(Int32Array::from(fl)));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
