@@ -145,6 +145,37 @@ def _host_copy(x: Any, floating: bool) -> Any:
     return a
 
 
+_HOST_FLOATS = ("torch.float32", "torch.float64")
+
+
+def _cpu_tensors(
+    epoch: int, index: int, ids: Any, logits: Any, labels: Any, num_samples: int, num_classes: int
+) -> Optional[HostBatch]:
+    """The common case in few steps: three CPU torch tensors of the usual
+    dtypes (the per-batch cost is most of what recording costs a small model).
+    None: not that case, take the general path."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    T = torch.Tensor
+    if not (type(logits) is T or isinstance(logits, T)) or not isinstance(ids, T) or not isinstance(labels, T):
+        return None
+    if logits.is_cuda or ids.is_cuda or labels.is_cuda or str(logits.dtype) not in _HOST_FLOATS:
+        return None
+    if ids.dtype.is_floating_point or labels.dtype.is_floating_point or ids.dim() != 1 or labels.dim() != 1 or logits.dim() != 2:
+        return None
+    b = ids.shape[0]
+    if logits.shape[0] != b or labels.shape[0] != b or logits.shape[1] != num_classes:
+        return None
+    hid = ids.detach().numpy().astype(np.int64)  # copies: the caller may reuse its tensors
+    hlab = labels.detach().numpy().astype(np.int64)
+    hlog = logits.detach().numpy().copy()
+    fault = check_values(hid, hlog, hlab, num_samples, num_classes)
+    if fault:
+        raise BatchError(epoch, index, fault)
+    return HostBatch(epoch, index, hid, hlog, hlab)
+
+
 def prepare(
     epoch: int,
     index: int,
@@ -155,6 +186,9 @@ def prepare(
     num_classes: int,
 ) -> HostBatch:
     """Checks a batch and starts its move to host memory. Raises BatchError."""
+    fast = _cpu_tensors(epoch, index, ids, logits, labels, num_samples, num_classes)
+    if fast is not None:
+        return fast
     if not _is_tensor(ids) and not hasattr(ids, "shape"):
         ids = np.asarray(ids)
     if not _is_tensor(labels) and not hasattr(labels, "shape"):

@@ -51,6 +51,18 @@ def test_repeated_samples_of_an_epoch_are_sent_once():
     assert stats.duplicates == 2 and stats.rows_sent == 4
 
 
+def test_small_batches_are_handed_over_together_and_arrive_as_sent():
+    t = FakeTransport()
+    s = Sender(t, N, K, 20 * 1024, coalesce_rows=10)
+    for i in range(7):  # 4 rows each: handed over at 12, 24 rows, the rest at the end
+        s.put(batch(0, i, range(i * 4, i * 4 + 4))[0])
+    assert len(s._pending) == 1
+    stats = s.end_epoch(0, 0.0)
+    s.close()
+    assert t.committed(0).column("sample_id").to_numpy().tolist() == list(range(28))
+    assert stats.rows_sent == 28
+
+
 def test_an_empty_epoch_reports_done_without_a_stream():
     t = FakeTransport()
     s = Sender(t, N, K, 20 * 1024)
@@ -62,7 +74,7 @@ def test_an_empty_epoch_reports_done_without_a_stream():
 def test_record_blocks_when_the_sink_is_slow_instead_of_growing_memory():
     t = FakeTransport(delay=0.05)
     # 17 KiB chunks of rows of 3 logits: 36 rows each, so every batch below is one chunk.
-    s = Sender(t, N, K, 17 * 1024, queue_size=2)
+    s = Sender(t, N, K, 17 * 1024, queue_size=2, coalesce_rows=1)  # every batch handed over at once
     peak = 0
     started = time.monotonic()
     for i in range(20):
