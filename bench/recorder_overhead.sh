@@ -10,5 +10,5 @@ cargo build --release -p carto-coordinator --bins
 source bench/fashion_60k.sh
 "$CARTO_PYTHON" -m pip install --quiet ./python
 CARTO_BIN="${CARGO_TARGET_DIR:-target}/release/carto" "$CARTO_PYTHON" bench/python/recorder_overhead.py \
-  --fashion "$fashion" --reviews examples/rotten_tomatoes/reviews.csv --runs "${1:-3}" --work out/bench/recorder \
+  --fashion "$fashion" --reviews examples/rotten_tomatoes/reviews.csv --runs "${1:-3}" --work "$(mktemp -d)" \
   | tee out/bench/recorder_overhead.txt
