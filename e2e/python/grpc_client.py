@@ -19,6 +19,10 @@ gen = tempfile.mkdtemp(prefix="carto-stubs-")
 rc = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={gen}", f"--grpc_python_out={gen}",
                   os.path.join(proto_dir, "carto/v1/carto.proto")])
 assert rc == 0, f"protoc failed: {rc}"
+# Regular packages, first on the path: the stubs' `carto` must win over
+# carto's own Python package when that is installed.
+for pkg in ("carto", "carto/v1"):
+    open(os.path.join(gen, pkg, "__init__.py"), "a").close()
 sys.path.insert(0, gen)
 from carto.v1 import carto_pb2 as pb  # noqa: E402
 from carto.v1 import carto_pb2_grpc as rpc  # noqa: E402
