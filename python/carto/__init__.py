@@ -13,13 +13,14 @@
 """
 
 from .errors import CartoBinaryNotFound, CartoError, CoordinatorError, JobAborted, JobFailed
-from .metrics import read_metrics, select
+from .metrics import read_metrics, read_metrics_table, select
 from .recorder import Recorder, RecordResult
 
 __all__ = [
     "Recorder",
     "RecordResult",
     "read_metrics",
+    "read_metrics_table",
     "select",
     "CartoError",
     "CartoBinaryNotFound",

@@ -38,8 +38,17 @@ def _frame(table: pa.Table) -> Any:
     try:
         import polars as pl
     except ImportError:
-        return table.to_pandas()
-    return pl.from_arrow(table)
+        pass
+    else:
+        return pl.from_arrow(table)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "carto.read_metrics returns a polars or pandas DataFrame: pip install polars (or pandas), "
+            "or use carto.read_metrics_table for a pyarrow Table"
+        ) from None
+    return table.to_pandas()
 
 
 def read_metrics(out: PathLike) -> Any:
