@@ -288,8 +288,7 @@ impl Coordinator {
     pub fn list(&self) -> Vec<pb::Job> {
         let mut all = Vec::new();
         let mut token = String::new();
-        loop {
-            let Ok((page, next)) = self.list_page(crate::jobs::MAX_PAGE as u32, &token) else { break };
+        while let Ok((page, next)) = self.list_page(crate::jobs::MAX_PAGE as u32, &token) {
             all.extend(page);
             if next.is_empty() {
                 break;
@@ -404,7 +403,7 @@ impl Coordinator {
             self.finish(&req.job_id, req.generation)?;
             return Ok(true);
         }
-        Ok(self.read(|jobs, _| jobs.job(&req.job_id).map(Job::is_terminal))?)
+        self.read(|jobs, _| jobs.job(&req.job_id).map(Job::is_terminal))
     }
 
     /// After the last epoch: writes the metrics (a failure there fails the

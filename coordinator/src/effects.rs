@@ -19,6 +19,8 @@ use crate::locking::{assert_no_state_lock, lock};
 use crate::record::JobRecord;
 use crate::registry::ControlSender;
 
+// An Assignment order is large; effects are moved once, never stored in bulk.
+#[allow(clippy::large_enum_variant)]
 pub enum Effect {
     /// An order on a worker's stream.
     Send { worker: String, to: ControlSender, order: pb::order::Kind },
