@@ -43,7 +43,9 @@ fn logits_matrix(col: &ArrayRef, k: usize, what: &str) -> Result<Vec<f64>> {
                     "{what}: column 'logits' has {size} values per row, the job has {k} classes"
                 )));
             }
-            (l.values().clone(), (0..=rows).map(|i| i * k).collect())
+            // A sliced column's rows start at its offset into the values.
+            let start = if rows > 0 { l.value_offset_at(0) as usize } else { 0 };
+            (l.values().clone(), (0..=rows).map(|i| start + i * k).collect())
         }
         DataType::List(_) => {
             let l = col.as_list::<i32>();
@@ -149,6 +151,10 @@ mod tests {
         assert!((v.gold_prob[0] - p0).abs() < 1e-12);
         assert!((v.margin[0] - 1.5).abs() < 1e-12);
         assert_eq!(v.sample_id, &[4, 7]);
+        // A slice of the batch reads its own rows.
+        let tail = to_dynamics(&b.slice(1, 1), 3, "chunk 0").unwrap();
+        let t = crate::dynamics::DynamicsView::new(&tail, "x").unwrap();
+        assert_eq!((t.sample_id, t.gold_prob[0]), (&[7i64][..], v.gold_prob[1]));
     }
 
     #[test]

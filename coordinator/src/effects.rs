@@ -96,13 +96,6 @@ impl Pending {
             let _ = rx.await;
         }
     }
-
-    /// Waits from a blocking thread (never from inside an async task).
-    pub fn wait(self) {
-        if let Some(rx) = self.0 {
-            let _ = rx.blocking_recv();
-        }
-    }
 }
 
 impl Executor {
