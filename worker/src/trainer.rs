@@ -129,6 +129,7 @@ pub fn train(
             embed_dim: spec.embed_dim() as usize,
             hash_buckets: 1 << spec.hash_bits(),
             pretrained: data.pretrained(),
+            train_layers: spec.train_layers(),
         },
         job.device,
     )?;
@@ -180,7 +181,12 @@ pub fn train(
         // rank) makes an epoch rerun after a resume draw the same masks.
         tch::manual_seed(epoch_seed(spec.seed(), epoch, plan.rank));
         let started = Instant::now();
-        let items = plan.rank_items(epoch);
+        let mut items = plan.rank_items(epoch);
+        if spec.group_by_length() {
+            if let crate::data::Inputs::Tokens(tokens) = &data.inputs {
+                plan.group_by_length(&mut items, |s| tokens.row(s as usize).len());
+            }
+        }
         // The training pass's logits, one tensor per batch (a handle each, no
         // copy kernel per step: at 64-row batches each extra op costs ~2% of
         // the step), concatenated once at the epoch's end.
@@ -389,7 +395,7 @@ fn sync_gradients(model: &mut Model, collective: &dyn Collective) -> Result<(), 
 /// Writes every parameter (dense ones by VarStore name, plus bow's table) to a
 /// safetensors file.
 pub fn save_model(model: &mut Model, path: &std::path::Path) -> Result<(), WorkerError> {
-    let mut named: Vec<(String, Tensor)> = model.dense_params();
+    let mut named: Vec<(String, Tensor)> = model.all_params();
     for (name, t) in model.extra_params() {
         named.push((name, t.shallow_clone()));
     }

@@ -8,6 +8,7 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::config::{Activation, Arch, Config};
+use crate::dropout::Dropout;
 
 struct Layer {
     query: nn::Linear,
@@ -29,6 +30,11 @@ enum Head {
 
 pub struct Transformer {
     cfg: Config,
+    /// The first layer fine-tuned (`--train-layers N`: layers − N); the
+    /// embeddings and the layers before it are frozen. 0 when all train.
+    trainable_from: usize,
+    /// Whether anything is frozen (`--train-layers` given).
+    frozen: bool,
     word: nn::Embedding,
     position: nn::Embedding,
     token_type: nn::Embedding,
@@ -86,6 +92,8 @@ impl Transformer {
         };
         Transformer {
             cfg: cfg.clone(),
+            trainable_from: 0,
+            frozen: false,
             word: embedding(&emb / "word_embeddings", cfg.vocab_size, h, std, cfg.pad_token_id),
             position: embedding(&emb / "position_embeddings", cfg.max_position_embeddings, h, std, pos_pad),
             token_type: embedding(&emb / "token_type_embeddings", cfg.type_vocab_size, h, std, -1),
@@ -110,9 +118,81 @@ impl Transformer {
         }
     }
 
+    /// `--train-layers N`: fine-tune only the last `n` encoder layers and the
+    /// head (0 = the head only). The embeddings and the earlier layers are
+    /// frozen and run without dropout, so their output for a text never
+    /// changes and can be cached ([`Transformer::frozen_states`]).
+    pub fn set_train_layers(&mut self, n: u32) -> Result<(), String> {
+        let layers = self.layers.len();
+        if n as usize > layers {
+            return Err(format!("--train-layers {n}: the checkpoint has {layers} encoder layers"));
+        }
+        self.trainable_from = layers - n as usize;
+        self.frozen = true;
+        Ok(())
+    }
+
+    /// Whether a variable is frozen by [`Transformer::set_train_layers`].
+    pub fn is_frozen(&self, name: &str) -> bool {
+        if !self.frozen {
+            return false;
+        }
+        let enc = self.cfg.arch.name();
+        if name.starts_with(&format!("{enc}.embeddings.")) {
+            return true;
+        }
+        let Some(rest) = name.strip_prefix(&format!("{enc}.encoder.layer.")) else { return false };
+        rest.split('.').next().and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < self.trainable_from)
+    }
+
+    pub fn hidden_size(&self) -> i64 {
+        self.cfg.hidden_size
+    }
+
+    /// Whether some layers are frozen (their outputs may be cached).
+    pub fn has_frozen_part(&self) -> bool {
+        self.frozen
+    }
+
+    /// Whether the trainable part reads only the first token's state (no
+    /// encoder layer trains): then the frozen output cached per text is one
+    /// vector, not one per token.
+    pub fn head_only(&self) -> bool {
+        self.frozen && self.trainable_from == self.layers.len()
+    }
+
     /// Logits `[batch, classes]` (float32) of `ids` `[batch, len]` with
     /// attention `mask` (1 = token, 0 = padding). `train` switches dropout on.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        if self.frozen {
+            let x = tch::no_grad(|| self.frozen_states(ids, mask));
+            let mask = if self.head_only() { mask.narrow(1, 0, 1) } else { mask.shallow_clone() };
+            return self.forward_trainable(&x, &mask, train);
+        }
+        let drop = Dropout::new(train, ids.device());
+        let x = self.embed(ids, mask, &drop);
+        let x = self.encode(x, mask, 0..self.layers.len(), &drop, train);
+        self.classify(&x, &drop)
+    }
+
+    /// The frozen part's output, in evaluation mode: `[batch, len, hidden]`,
+    /// or `[batch, 1, hidden]` (the first token) when only the head trains.
+    pub fn frozen_states(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        let drop = Dropout::new(false, ids.device());
+        let x = self.embed(ids, mask, &drop);
+        let x = self.encode(x, mask, 0..self.trainable_from, &drop, false);
+        let x = if self.head_only() { x.narrow(1, 0, 1) } else { x };
+        x.to_kind(Kind::Float)
+    }
+
+    /// Logits from the frozen part's output `x` (see [`Transformer::frozen_states`]).
+    pub fn forward_trainable(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let drop = Dropout::new(train, x.device());
+        let x = self.encode(x.shallow_clone(), mask, self.trainable_from..self.layers.len(), &drop, train);
+        self.classify(&x, &drop)
+    }
+
+    fn embed(&self, ids: &Tensor, mask: &Tensor, drop: &Dropout) -> Tensor {
         let cfg = &self.cfg;
         let (b, len) = ids.size2().expect("ids are [batch, len]");
         let positions = match cfg.arch {
@@ -122,28 +202,58 @@ impl Transformer {
             Arch::Roberta => mask.cumsum(1, Kind::Int64) * mask + cfg.pad_token_id,
         };
         let x = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&ids.zeros_like());
-        let mut x = self.emb_norm.forward(&x).dropout(cfg.hidden_dropout_prob, train);
+        drop.apply(&self.emb_norm.forward(&x), cfg.hidden_dropout_prob)
+    }
+
+    /// Runs `layers` over `x` `[b, len, hidden]`.
+    fn encode(
+        &self,
+        mut x: Tensor,
+        mask: &Tensor,
+        layers: std::ops::Range<usize>,
+        drop: &Dropout,
+        train: bool,
+    ) -> Tensor {
+        let cfg = &self.cfg;
+        let (b, len, _) = x.size3().expect("states are [batch, len, hidden]");
         // [b, 1, 1, len]: every query attends to the real tokens only.
         let keep = mask.view([b, 1, 1, len]).gt(0);
         let (heads, hd) = (cfg.num_attention_heads, cfg.head_dim());
         let split = |t: Tensor| t.view([b, len, heads, hd]).transpose(1, 2);
         let attn_p = if train { cfg.attention_probs_dropout_prob } else { 0.0 };
-        for l in &self.layers {
+        // With attention dropout, scaled_dot_product_attention computes the
+        // same softmax(q·kᵀ/√d)·v without its fused kernel anyway (that one
+        // has no dropout); written out here, the probabilities' mask comes
+        // from carto's fast dropout. On GPU or without dropout: the fused call.
+        let unfused = attn_p > 0.0 && !x.device().is_cuda();
+        let masked = keep.logical_not();
+        for l in &self.layers[layers] {
             let q = split(l.query.forward(&x));
             let k = split(l.key.forward(&x));
             let v = split(l.value.forward(&x));
-            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), attn_p, false, None, false);
+            let ctx = if unfused {
+                let scores = (q.matmul(&k.transpose(-2, -1)) * (1.0 / (hd as f64).sqrt()))
+                    .masked_fill(&masked, f64::NEG_INFINITY);
+                drop.apply(&scores.softmax(-1, scores.kind()), attn_p).matmul(&v)
+            } else {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), attn_p, false, None, false)
+            };
             let ctx = ctx.transpose(1, 2).contiguous().view([b, len, cfg.hidden_size]);
-            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(cfg.hidden_dropout_prob, train) + &x));
+            let a = l.attn_norm.forward(&(drop.apply(&l.attn_out.forward(&ctx), cfg.hidden_dropout_prob) + &x));
             let i = self.act(&l.intermediate.forward(&a));
-            x = l.out_norm.forward(&(l.output.forward(&i).dropout(cfg.hidden_dropout_prob, train) + &a));
+            x = l.out_norm.forward(&(drop.apply(&l.output.forward(&i), cfg.hidden_dropout_prob) + &a));
         }
+        x
+    }
+
+    /// Logits of the first token's state of `x` `[b, len, hidden]`.
+    fn classify(&self, x: &Tensor, drop: &Dropout) -> Tensor {
         let first = x.select(1, 0);
-        let p = cfg.classifier_dropout;
+        let p = self.cfg.classifier_dropout;
         let logits = match &self.head {
-            Head::Bert { pooler, classifier } => classifier.forward(&pooler.forward(&first).tanh().dropout(p, train)),
+            Head::Bert { pooler, classifier } => classifier.forward(&drop.apply(&pooler.forward(&first).tanh(), p)),
             Head::Roberta { dense, out_proj } => {
-                out_proj.forward(&dense.forward(&first.dropout(p, train)).tanh().dropout(p, train))
+                out_proj.forward(&drop.apply(&dense.forward(&drop.apply(&first, p)).tanh(), p))
             }
         };
         logits.to_kind(Kind::Float)

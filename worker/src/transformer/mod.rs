@@ -9,7 +9,9 @@
 //!   parameter names, so its weights load by name (and carto's
 //!   `model.safetensors` loads back into transformers).
 //! - [`weights`]: loads the checkpoint into the network, checking every shape.
+//! - [`cache`]: the frozen layers' outputs per text (`--train-layers`).
 
+pub mod cache;
 pub mod config;
 pub mod encoder;
 pub mod tokenize;
@@ -18,6 +20,7 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 
 pub use config::{Arch, Config};
+pub use cache::FrozenCache;
 pub use encoder::Transformer;
 pub use tokenize::{SubwordTokenizer, Tokens};
 

@@ -61,7 +61,7 @@ impl SubwordTokenizer {
             }
             offsets.push(ids.len());
         }
-        Ok(Tokens { ids, offsets, pad_id: self.pad_id })
+        Ok(Tokens { ids, offsets, pad_id: self.pad_id, id: next_id() })
     }
 }
 
@@ -71,6 +71,14 @@ pub struct Tokens {
     ids: Vec<i64>,
     offsets: Vec<usize>,
     pad_id: i64,
+    /// Which tokenized dataset this is (the training or the held-out set):
+    /// the key of the frozen layers' cache.
+    id: u64,
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Tokens {
@@ -81,7 +89,12 @@ impl Tokens {
             ids.extend_from_slice(r);
             offsets.push(ids.len());
         }
-        Tokens { ids, offsets, pad_id }
+        Tokens { ids, offsets, pad_id, id: next_id() }
+    }
+
+    /// The identity of this tokenized dataset (distinct per dataset, shared by clones).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn row(&self, i: usize) -> &[i64] {
