@@ -205,32 +205,60 @@ impl Transformer {
         drop.apply(&self.emb_norm.forward(&x), cfg.hidden_dropout_prob)
     }
 
-    /// Runs `layers` over `x` `[b, len, hidden]`.
+    /// Runs `layers` over `x` `[b, len, hidden]` (padded, with `mask`).
+    /// Returns `[b, 1, hidden]` (the first token's state) when the range
+    /// ends with the model's last layer, else `[b, len, hidden]`.
+    ///
+    /// Tokens travel packed: every linear layer, LayerNorm and activation
+    /// runs on the batch's real tokens only (`[tokens, hidden]`), and only
+    /// attention sees the padded `[b, heads, len, head_dim]` layout. Padding
+    /// never influences a real token, so the results are those of the padded
+    /// computation, at the cost of the real tokens (on reviews padded to
+    /// their batch's longest, about half the matrix products).
     fn encode(
         &self,
-        mut x: Tensor,
+        x: Tensor,
         mask: &Tensor,
         layers: std::ops::Range<usize>,
         drop: &Dropout,
         train: bool,
     ) -> Tensor {
         let cfg = &self.cfg;
-        let (b, len, _) = x.size3().expect("states are [batch, len, hidden]");
+        let (b, len, h) = x.size3().expect("states are [batch, len, hidden]");
+        let device = x.device();
+        // Where the real tokens sit in the flattened [b·len] layout, and the
+        // packed row of each text's first token.
+        let idx = mask.reshape([b * len]).nonzero().view([-1]);
+        let lens = mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64);
+        let first = lens.cumsum(0, Kind::Int64) - &lens;
+        let pad = |t: &Tensor| Tensor::zeros([b * len, h], (t.kind(), device)).index_copy(0, &idx, t);
+        let mut x = x.reshape([b * len, h]).index_select(0, &idx);
         // [b, 1, 1, len]: every query attends to the real tokens only.
         let keep = mask.view([b, 1, 1, len]).gt(0);
         let (heads, hd) = (cfg.num_attention_heads, cfg.head_dim());
-        let split = |t: Tensor| t.view([b, len, heads, hd]).transpose(1, 2);
+        let split = |t: Tensor, rows: i64| t.view([b, rows, heads, hd]).transpose(1, 2);
         let attn_p = if train { cfg.attention_probs_dropout_prob } else { 0.0 };
         // With attention dropout, scaled_dot_product_attention computes the
         // same softmax(q·kᵀ/√d)·v without its fused kernel anyway (that one
         // has no dropout); written out here, the probabilities' mask comes
         // from carto's fast dropout. On GPU or without dropout: the fused call.
-        let unfused = attn_p > 0.0 && !x.device().is_cuda();
+        let unfused = attn_p > 0.0 && !device.is_cuda();
         let masked = keep.logical_not();
-        for l in &self.layers[layers] {
-            let q = split(l.query.forward(&x));
-            let k = split(l.key.forward(&x));
-            let v = split(l.value.forward(&x));
+        let last = self.layers.len() - 1;
+        let ends_model = layers.end == self.layers.len() && !layers.is_empty();
+        for i in layers {
+            let l = &self.layers[i];
+            // The head reads only the first token's state, so the last layer
+            // computes only that row (keys and values still come from every
+            // token).
+            let (queries, rows) = if i == last { (x.index_select(0, &first), 1) } else { (x.shallow_clone(), len) };
+            let q = if i == last {
+                split(l.query.forward(&queries), 1)
+            } else {
+                split(pad(&l.query.forward(&x)), len)
+            };
+            let k = split(pad(&l.key.forward(&x)), len);
+            let v = split(pad(&l.value.forward(&x)), len);
             let ctx = if unfused {
                 let scores = (q.matmul(&k.transpose(-2, -1)) * (1.0 / (hd as f64).sqrt()))
                     .masked_fill(&masked, f64::NEG_INFINITY);
@@ -238,12 +266,17 @@ impl Transformer {
             } else {
                 Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), attn_p, false, None, false)
             };
-            let ctx = ctx.transpose(1, 2).contiguous().view([b, len, cfg.hidden_size]);
-            let a = l.attn_norm.forward(&(drop.apply(&l.attn_out.forward(&ctx), cfg.hidden_dropout_prob) + &x));
-            let i = self.act(&l.intermediate.forward(&a));
-            x = l.out_norm.forward(&(drop.apply(&l.output.forward(&i), cfg.hidden_dropout_prob) + &a));
+            let ctx = ctx.transpose(1, 2).contiguous().view([b * rows, h]);
+            let ctx = if i == last { ctx } else { ctx.index_select(0, &idx) };
+            let a = l.attn_norm.forward(&(drop.apply(&l.attn_out.forward(&ctx), cfg.hidden_dropout_prob) + &queries));
+            let inner = self.act(&l.intermediate.forward(&a));
+            x = l.out_norm.forward(&(drop.apply(&l.output.forward(&inner), cfg.hidden_dropout_prob) + &a));
         }
-        x
+        if ends_model {
+            x.view([b, 1, h])
+        } else {
+            pad(&x).view([b, len, h])
+        }
     }
 
     /// Logits of the first token's state of `x` `[b, len, hidden]`.
