@@ -15,7 +15,8 @@
 #   model=M precision=P ranks=N samples_per_sec=X state=S   (median of epochs 2..)
 # or `... skipped: why` / `... failed: the job's error`.
 #   SKIP_ROBERTA=1  only the mlp;  ROBERTA_BATCH (32), ROBERTA_MAX_LEN (128), ROBERTA_EPOCHS (2)
-#   RUN_TIMEOUT     seconds one job may take before it counts as failed (300)
+#   RUN_TIMEOUT     seconds one job may take before it counts as failed (180), so a
+#                   hung job cannot push the check past its 10 minutes
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$CARTO_ROOT"
@@ -37,7 +38,7 @@ case "$WORKER_VERSION" in *"NCCL not compiled in"*) NCCL=no ;; esac
 
 DATA="${DATA:-examples/fashion_mnist/fashion-2k.parquet}"
 EPOCHS="${EPOCHS:-4}"
-RUN_TIMEOUT="${RUN_TIMEOUT:-300}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-180}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
