@@ -26,7 +26,6 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    println!("cargo:rustc-check-cfg=cfg(carto_nccl)");
     // Set by torch-sys (links = "tch") for crates that depend on it directly.
     let lib = PathBuf::from(std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports its libtorch lib dir"));
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -93,6 +92,7 @@ const NCCL_HEADERS: [&str; 4] = ["nccl.h", "cuda_runtime_api.h", "crt/host_confi
 /// Include directories for the NCCL path, or None to build without it (see
 /// the module comment for when that is an error instead).
 fn nccl_headers(lib: &Path) -> Option<Vec<PathBuf>> {
+    println!("cargo:rustc-check-cfg=cfg(carto_nccl)");
     println!("cargo:rerun-if-env-changed=CARTO_NCCL");
     println!("cargo:rerun-if-env-changed=CARTO_CUDA_INCLUDE");
     let mode = std::env::var("CARTO_NCCL").unwrap_or_default();
