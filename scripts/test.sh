@@ -5,15 +5,20 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$CARTO_ROOT"
 
-# The GPU path must keep compiling on machines without a GPU: ProcessGroupNCCL
-# against the wheel's headers. (Built first; the default build below replaces
-# the binary the tests run.)
-cargo build --release -p carto-worker --features nccl
 cargo build --release --workspace --all-targets
+# The GPU path must keep compiling on machines without a GPU: the default
+# build compiles ProcessGroupNCCL against the wheel's headers, which env.sh
+# installs; a build that left it out says so in its version (CARTO_NCCL=0
+# leaves it out on purpose).
+TARGET_DIR="${CARGO_TARGET_DIR:-$CARTO_ROOT/target}"
+if [ "${CARTO_NCCL:-}" != 0 ] && "$TARGET_DIR/release/carto-worker" --version | grep -q "NCCL not compiled in"; then
+  echo "carto test: carto-worker was built without NCCL: $("$TARGET_DIR/release/carto-worker" --version)" >&2
+  exit 1
+fi
 cargo test --release --workspace --no-fail-fast "$@"
 
 # The Python package (`pip install ./python`) and its tests, against the
 # `carto` binary just built: the live tests run real coordinators and a
 # torchrun job of two ranks.
 "$CARTO_PYTHON" -m pip install --quiet "$CARTO_ROOT/python"
-CARTO_BIN="${CARGO_TARGET_DIR:-$CARTO_ROOT/target}/release/carto" "$CARTO_PYTHON" -m pytest -q "$CARTO_ROOT/python/tests"
+CARTO_BIN="$TARGET_DIR/release/carto" "$CARTO_PYTHON" -m pytest -q "$CARTO_ROOT/python/tests"

@@ -80,7 +80,8 @@ pub struct JobSpec {
     /// train: record during the training forward pass (the paper's choice); eval: an extra no-grad pass per epoch [default: train].
     #[arg(long, value_name = "PASS")]
     pub dynamics_pass: Option<String>,
-    /// cpu | cuda [default: cpu].
+    /// cpu | cuda | cuda:N [default: cpu]. cuda: rank r on GPU r (one GPU per
+    /// rank); cuda:N: one worker on GPU N.
     #[arg(long, value_name = "DEV")]
     pub device: Option<String>,
     /// Hugging Face save_pretrained directory (bert/roberta).
@@ -141,6 +142,35 @@ pub const EXTERNAL: &str = "external";
 pub const MAX_EXTERNAL_SAMPLES: u64 = 1 << 32;
 /// Logits per row an external job may have.
 pub const MAX_EXTERNAL_CLASSES: u32 = 100_000;
+
+/// A device as `--device` names it: `cpu`, `cuda` (the GPU follows the local
+/// rank) or `cuda:N` (GPU N of those the process sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(Option<u32>),
+}
+
+impl DeviceSpec {
+    /// Parses `cpu | cuda | cuda:N`; anything else is one line naming the field.
+    pub fn parse(s: &str) -> Result<DeviceSpec> {
+        let index = |i: &str| i.parse::<u32>().ok().filter(|_| i.bytes().all(|b| b.is_ascii_digit()));
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(None)),
+            _ => match s.strip_prefix("cuda:").and_then(index) {
+                Some(i) => Ok(DeviceSpec::Cuda(Some(i))),
+                None => Err(CartoError::invalid(format!(
+                    "device (--device) must be cpu, cuda or cuda:N (N a GPU index), got '{s}'"
+                ))),
+            },
+        }
+    }
+
+    pub fn is_cuda(self) -> bool {
+        matches!(self, DeviceSpec::Cuda(_))
+    }
+}
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
@@ -343,10 +373,7 @@ impl JobSpec {
                 self.dynamics_pass()
             )));
         }
-        let device = self.device();
-        if device != "cpu" && device != "cuda" && !device.starts_with("cuda:") {
-            return Err(CartoError::invalid(format!("device (--device) must be cpu or cuda, got '{device}'")));
-        }
+        DeviceSpec::parse(self.device())?;
         Ok(())
     }
 
@@ -502,6 +529,24 @@ mod tests {
             text_col: Some("text".into()),
             out: Some("out".into()),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn devices_are_cpu_cuda_or_cuda_with_an_index() {
+        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(None));
+        assert_eq!(DeviceSpec::parse("cuda:0").unwrap(), DeviceSpec::Cuda(Some(0)));
+        assert_eq!(DeviceSpec::parse("cuda:13").unwrap(), DeviceSpec::Cuda(Some(13)));
+        for good in ["cpu", "cuda", "cuda:3"] {
+            let s = JobSpec { device: Some(good.into()), ..base() };
+            s.validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(s.device(), good);
+        }
+        for bad in ["gpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "cuda:+1", "cuda: 1", "cuda:1:2", "cuda0", "mps", "cpu:0"] {
+            let err = JobSpec { device: Some(bad.into()), ..base() }.validate().unwrap_err().to_string();
+            assert!(err.contains("device (--device)") && err.contains(&format!("'{bad}'")), "{bad}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
         }
     }
 

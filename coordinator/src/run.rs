@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use carto_common::proto::v1 as pb;
-use carto_common::spec::JobSpec;
+use carto_common::spec::{DeviceSpec, JobSpec};
 use tokio::process::{Child, Command};
 
 use crate::outputs;
@@ -61,9 +61,11 @@ pub fn job_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
-/// The command that starts one local worker: the token goes in its
-/// environment, never its arguments (which any user can read in `ps`).
-pub fn worker_command(bin: &Path, url: &str, token: &str, rank: u32, device: &str) -> Command {
+/// The command that starts one local worker (of `workers`): the token goes in
+/// its environment, never its arguments (which any user can read in `ps`).
+/// `cuda`: rank r takes GPU r (`--local-rank`), and `--local-world-size` lets
+/// the worker refuse a job of more ranks than GPUs; `cuda:N`: GPU N.
+pub fn worker_command(bin: &Path, url: &str, token: &str, rank: u32, workers: u32, device: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env("CARTO_TOKEN", token);
     cmd.arg("--coordinator")
@@ -72,16 +74,82 @@ pub fn worker_command(bin: &Path, url: &str, token: &str, rank: u32, device: &st
         .arg(format!("local-{rank}"))
         .arg("--advertise-host")
         .arg("127.0.0.1");
-    if device == "cpu" {
-        cmd.arg("--device").arg("cpu");
-    } else {
-        cmd.arg("--device").arg("cuda").arg("--local-rank").arg(rank.to_string());
+    match DeviceSpec::parse(device) {
+        Ok(DeviceSpec::Cuda(None)) => {
+            cmd.arg("--device")
+                .arg("cuda")
+                .arg("--local-rank")
+                .arg(rank.to_string())
+                .arg("--local-world-size")
+                .arg(workers.to_string());
+        }
+        Ok(DeviceSpec::Cuda(Some(i))) => {
+            cmd.arg("--device").arg(format!("cuda:{i}"));
+        }
+        // Validated before any worker starts; cpu is the default.
+        Ok(DeviceSpec::Cpu) | Err(_) => {
+            cmd.arg("--device").arg("cpu");
+        }
     }
     cmd
 }
 
-fn spawn_worker(bin: &Path, url: &str, token: &str, rank: u32, device: &str) -> anyhow::Result<Child> {
-    let mut cmd = worker_command(bin, url, token, rank, device);
+/// Refuses a GPU placement NCCL would reject (two ranks on one GPU) before
+/// any worker starts. `visible`: the GPUs the workers will see, when known;
+/// the workers check again with CUDA's own count.
+pub fn check_gpu_placement(device: &str, workers: u32, visible: Option<usize>) -> anyhow::Result<()> {
+    let spec = DeviceSpec::parse(device)?;
+    match (spec, visible) {
+        (DeviceSpec::Cpu, _) => {}
+        (DeviceSpec::Cuda(_), Some(0)) => {
+            bail!("--device {device}: no GPU is visible (nvidia-smi -L, CUDA_VISIBLE_DEVICES); use --device cpu")
+        }
+        (DeviceSpec::Cuda(Some(i)), _) if workers > 1 => bail!(
+            "--device cuda:{i} puts all {workers} workers on GPU {i}, but NCCL needs one GPU per rank: \
+             use --device cuda (rank r on GPU r) or --workers 1"
+        ),
+        (DeviceSpec::Cuda(Some(i)), Some(n)) if i as usize >= n => {
+            bail!("--device cuda:{i}: only {n} GPU(s) visible (numbered from 0)")
+        }
+        (DeviceSpec::Cuda(None), Some(n)) if workers as usize > n => bail!(
+            "--workers {workers} on --device cuda needs {workers} GPUs (one per rank: NCCL refuses two ranks on one GPU), \
+             but {n} visible: run at most {n} (--workers {n})"
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// How many GPUs local workers will see: `CUDA_VISIBLE_DEVICES` when set
+/// (entries up to the first invalid one, as CUDA reads it), else the GPUs
+/// `nvidia-smi -L` lists; None when neither tells.
+async fn visible_gpus() -> Option<usize> {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return Some(count_visible_devices(&v));
+    }
+    let out = Command::new("nvidia-smi").arg("-L").stdin(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).output();
+    // A wedged driver can make nvidia-smi hang: then the workers decide.
+    let out = tokio::time::timeout(Duration::from_secs(10), out).await.ok()?.ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+}
+
+/// Devices in a `CUDA_VISIBLE_DEVICES` value: indices or GPU-/MIG- UUIDs;
+/// CUDA ignores everything from the first entry that is neither.
+pub fn count_visible_devices(value: &str) -> usize {
+    value
+        .split(',')
+        .map(str::trim)
+        .take_while(|e| {
+            (!e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())) || e.starts_with("GPU-") || e.starts_with("MIG-")
+        })
+        .count()
+}
+
+fn spawn_worker(bin: &Path, url: &str, token: &str, rank: u32, workers: u32, device: &str) -> anyhow::Result<Child> {
+    let mut cmd = worker_command(bin, url, token, rank, workers, device);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }
@@ -90,6 +158,9 @@ fn spawn_worker(bin: &Path, url: &str, token: &str, rank: u32, device: &str) -> 
 pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
     args.spec.validate()?;
     let spec = args.spec.with_defaults();
+    if DeviceSpec::parse(spec.device())?.is_cuda() {
+        check_gpu_placement(spec.device(), spec.workers(), visible_gpus().await)?;
+    }
     let worker_bin = worker_binary(args.worker_bin.as_deref())?;
     let coord = Coordinator::new(CoordinatorConfig {
         shutdown_idle_workers: true,
@@ -104,7 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
     let url = server.url();
     let mut children = Vec::new();
     for rank in 0..spec.workers() {
-        children.push(spawn_worker(&worker_bin, &url, &token, rank, spec.device())?);
+        children.push(spawn_worker(&worker_bin, &url, &token, rank, spec.workers(), spec.device())?);
     }
 
     let mut restarts_left = args.max_restarts;
@@ -134,7 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
                         Some(status) if restarts_left > 0 => {
                             restarts_left -= 1;
                             tracing::warn!(rank, %status, restarts_left, "worker exited; starting another");
-                            *c = spawn_worker(&worker_bin, &url, &token, rank as u32, spec.device())?;
+                            *c = spawn_worker(&worker_bin, &url, &token, rank as u32, spec.workers(), spec.device())?;
                             alive += 1;
                         }
                         Some(status) => last_status = Some(status),
@@ -196,10 +267,57 @@ mod tests {
 
     #[test]
     fn the_token_reaches_workers_through_the_environment_only() {
-        let cmd = worker_command(Path::new("/bin/carto-worker"), "http://127.0.0.1:1", "s3cret-token", 0, "cpu");
+        let cmd = worker_command(Path::new("/bin/carto-worker"), "http://127.0.0.1:1", "s3cret-token", 0, 1, "cpu");
         let cmd = cmd.as_std();
         assert!(cmd.get_args().all(|a| !a.to_string_lossy().contains("s3cret-token")));
         let env: Vec<_> = cmd.get_envs().collect();
         assert!(env.iter().any(|(k, v)| *k == "CARTO_TOKEN" && v.map(|v| v == "s3cret-token").unwrap_or(false)));
+    }
+
+    fn args_of(cmd: &Command) -> Vec<String> {
+        cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    fn device_args(device: &str, rank: u32, workers: u32) -> Vec<String> {
+        let args = args_of(&worker_command(Path::new("/bin/carto-worker"), "http://127.0.0.1:1", "t", rank, workers, device));
+        let at = args.iter().position(|a| a == "--device").expect("--device is always passed");
+        args[at..].to_vec()
+    }
+
+    #[test]
+    fn the_worker_command_keeps_the_gpu_index() {
+        assert_eq!(device_args("cuda:3", 0, 1), ["--device", "cuda:3"], "one worker on GPU 3");
+        assert_eq!(device_args("cuda:0", 0, 1), ["--device", "cuda:0"]);
+        assert_eq!(
+            device_args("cuda", 1, 2),
+            ["--device", "cuda", "--local-rank", "1", "--local-world-size", "2"],
+            "rank r on GPU r, and the worker knows how many ranks share the host's GPUs"
+        );
+        assert_eq!(device_args("cpu", 1, 2), ["--device", "cpu"]);
+    }
+
+    #[test]
+    fn two_ranks_on_one_gpu_are_refused_before_any_worker_starts() {
+        let err = |d: &str, w: u32, v: Option<usize>| check_gpu_placement(d, w, v).unwrap_err().to_string();
+        let e = err("cuda:0", 2, None);
+        assert!(e.contains("--device cuda:0") && e.contains("one GPU per rank") && e.contains("--device cuda"), "{e}");
+        let e = err("cuda", 3, Some(2));
+        assert!(e.contains("--workers 3") && e.contains("2 visible") && e.contains("NCCL"), "{e}");
+        assert!(err("cuda:2", 1, Some(2)).contains("only 2 GPU(s) visible"));
+        assert!(err("cuda", 1, Some(0)).contains("no GPU is visible"));
+        for (d, w, v) in [("cuda", 2, Some(2)), ("cuda", 2, None), ("cuda:1", 1, Some(2)), ("cuda:7", 1, None), ("cpu", 8, Some(0))] {
+            check_gpu_placement(d, w, v).unwrap_or_else(|e| panic!("{d} × {w} on {v:?}: {e}"));
+        }
+        assert!(err("gpu", 1, None).contains("device (--device)"));
+    }
+
+    #[test]
+    fn cuda_visible_devices_counts_like_cuda() {
+        assert_eq!(count_visible_devices("0,1,2"), 3);
+        assert_eq!(count_visible_devices("3"), 1);
+        assert_eq!(count_visible_devices(""), 0);
+        assert_eq!(count_visible_devices("-1"), 0, "the usual way to hide every GPU");
+        assert_eq!(count_visible_devices("0,2,-1,3"), 2, "CUDA stops at the first invalid entry");
+        assert_eq!(count_visible_devices("GPU-8a1b,MIG-77c2"), 2);
     }
 }

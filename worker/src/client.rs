@@ -14,21 +14,21 @@ use carto_common::proto::v1 as pb;
 use carto_common::proto::v1::worker_service_client::WorkerServiceClient;
 use carto_common::proto::{MAX_CHUNK_BYTES, PROTOCOL_VERSION};
 use carto_common::sampler::ShardPlan;
-use carto_common::spec::JobSpec;
+use carto_common::spec::{DeviceSpec, JobSpec};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tracing::{info, info_span, warn};
 
-use crate::collective::{backend_for, C10dGroup, Collective, GroupConfig, Single};
+use crate::collective::{self, backend_for, C10dGroup, Collective, GroupAborter, GroupConfig, Single};
 use crate::data::{TextEncoder, TrainData};
 use crate::transformer::{Arch, Pretrained};
 use crate::trainer::{self, EpochReport, Reporter, StepProgress, TrainJob};
 use crate::WorkerError;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "carto-worker", version, about = "A carto training worker: one process per device.")]
+#[command(name = "carto-worker", version = VERSION, about = "A carto training worker: one process per device.")]
 pub struct WorkerArgs {
     /// Coordinator URL, e.g. http://10.0.0.1:7070 [default: port CARTO_PORT (7070)
     /// on the first node of a Slurm job, or on torchrun's MASTER_ADDR].
@@ -51,6 +51,12 @@ pub struct WorkerArgs {
     /// This process's index on its host, for --device cuda [default: SLURM_LOCALID or LOCAL_RANK].
     #[arg(long)]
     pub local_rank: Option<u32>,
+    /// How many workers on this host share the GPUs it sees (`carto run` sets
+    /// it; torchrun's LOCAL_WORLD_SIZE): with --device cuda, a job of several
+    /// ranks is refused when they outnumber the GPUs, since NCCL cannot put
+    /// two ranks on one GPU.
+    #[arg(long, env = "LOCAL_WORLD_SIZE", value_name = "N")]
+    pub local_world_size: Option<u32>,
     /// Host name or address other ranks use to reach this one [default: this host's name].
     #[arg(long, env = "CARTO_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
@@ -84,6 +90,9 @@ impl Interceptor for Auth {
 
 type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
+/// `carto-worker --version`: also says whether multi-GPU jobs (NCCL) can run.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (NCCL ", env!("CARTO_NCCL_VERSION"), ")");
+
 /// How long a short call (register, heartbeat, failure report) may take: a
 /// coordinator that does not answer by then is treated as gone.
 const UNARY_DEADLINE: Duration = Duration::from_secs(30);
@@ -100,6 +109,8 @@ fn deadline<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 /// Runs the worker until the coordinator says shut down. A coordinator that
 /// goes away is waited for (`--reconnect-timeout-secs`) and rejoined.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    // Sets environment variables: before the runtime starts its threads.
+    collective::configure_nccl();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(worker_main(args))
 }
@@ -135,6 +146,9 @@ fn with_cluster_defaults(mut args: WorkerArgs) -> anyhow::Result<WorkerArgs> {
 
 async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
     let args = with_cluster_defaults(args)?;
+    if DeviceSpec::parse(&args.device)?.is_cuda() && !collective::NCCL {
+        warn!("this carto-worker was built without NCCL: it trains GPU jobs of one rank only");
+    }
     let coordinator = args.coordinator.clone().expect("set by with_cluster_defaults");
     let token = match worker_token(&args)? {
         Some(t) => Some(
@@ -227,6 +241,19 @@ enum Order {
 struct Current {
     job: Mutex<Option<(String, u64)>>,
     aborted: AtomicBool,
+    /// The assignment's process group, so an abort can end a collective the
+    /// training thread is blocked in.
+    group: Mutex<Option<GroupAborter>>,
+}
+
+impl Current {
+    /// Ends a blocked NCCL collective of the aborted generation on a blocking
+    /// thread (aborting a communicator can take a while).
+    fn abort_group(&self) {
+        if let Some(g) = self.group.lock().unwrap().clone() {
+            tokio::task::spawn_blocking(move || g.abort());
+        }
+    }
 }
 
 /// One registration with the coordinator: follow its orders until it says
@@ -275,6 +302,7 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                         if cur.is_some_and(|(job, gen)| job == a.job_id && gen <= a.generation) {
                             info!(job = %a.job_id, reason = %a.reason, "abort");
                             current_c.aborted.store(true, Ordering::SeqCst);
+                            current_c.abort_group();
                         }
                     }
                     pb::order::Kind::Shutdown(s) => {
@@ -316,24 +344,26 @@ async fn session(args: &WorkerArgs, mut client: Client, host: &str, rendezvous: 
                     progress: progress.clone(),
                     current: current.clone(),
                 };
-                let device = match args.device.as_str() {
-                    "cuda" => format!(
-                        "cuda:{}",
-                        ClusterEnv { local_rank: args.local_rank.unwrap_or(0), ..ClusterEnv::detect()? }
-                            .gpu_index(tch::Cuda::device_count().max(1) as usize)
-                    ),
-                    d => d.to_string(),
+                let place = Placement {
+                    flag: args.device.clone(),
+                    local_rank: args.local_rank.unwrap_or(0),
+                    local_world_size: args.local_world_size,
                 };
                 let (job_id, generation, rank, lease) = (a.job_id.clone(), a.generation, a.rank, a.lease.clone());
                 let rdv = rendezvous.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &device, &rdv, &link)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_assignment(a, &place, &rdv, &link)))
                 })
                 .await;
                 *progress.lock().unwrap() = None;
+                *current.group.lock().unwrap() = None;
+                let aborted = current.aborted.load(Ordering::SeqCst);
                 let failure = match outcome {
                     Ok(Ok(Ok(()))) => None,
-                    Ok(Ok(Err(e))) if e.generation_ended() => {
+                    // A collective that failed after the coordinator ended the
+                    // generation failed because of that (its group was aborted,
+                    // or a peer left): nothing to report.
+                    Ok(Ok(Err(e))) if e.generation_ended() || (aborted && matches!(e, WorkerError::Collective(_))) => {
                         info!(job = %job_id, generation, "generation ended: {e}");
                         None
                     }
@@ -408,6 +438,7 @@ impl Rendezvous {
     fn join(&self, a: &pb::Assignment, device: tch::Device) -> Result<C10dGroup, WorkerError> {
         let cfg = GroupConfig {
             backend: backend_for(device),
+            device,
             master_host: a.rendezvous_host.clone(),
             master_port: a.rendezvous_port as u16,
             rank: a.rank as usize,
@@ -450,20 +481,54 @@ fn bind_advertised(host: &str, port: u16) -> std::io::Result<std::net::TcpListen
     )))
 }
 
+/// This worker's device flags, for choosing an assignment's device.
+struct Placement {
+    /// --device: cpu, cuda or cuda:N.
+    flag: String,
+    local_rank: u32,
+    local_world_size: Option<u32>,
+}
+
+/// The device this worker trains an assignment of `world` ranks on, from the
+/// job's `device` and this worker's flags; `visible`: the GPUs CUDA reports;
+/// `nccl`: whether this build has NCCL. GPU jobs of several ranks need NCCL
+/// and one GPU per rank; a refusal is one line, which fails the job.
+fn rank_device(job_device: &str, place: &Placement, visible: usize, world: u32, nccl: bool) -> Result<String, WorkerError> {
+    if DeviceSpec::parse(job_device)? == DeviceSpec::Cpu {
+        return Ok("cpu".into());
+    }
+    let flag = DeviceSpec::parse(&place.flag)?;
+    if flag == DeviceSpec::Cpu {
+        return Err(WorkerError::Unsupported(format!(
+            "the job asks for --device {job_device} but this worker was started with --device cpu"
+        )));
+    }
+    if world > 1 && !nccl {
+        return Err(WorkerError::Unsupported(collective::no_nccl_message(world as usize)));
+    }
+    match flag {
+        DeviceSpec::Cuda(Some(i)) => Ok(format!("cuda:{i}")),
+        _ => {
+            if let Some(n) = place.local_world_size.filter(|&n| world > 1 && n as usize > visible && visible > 0) {
+                return Err(WorkerError::Unsupported(format!(
+                    "{n} workers on this host share its {visible} visible GPU(s), but NCCL needs one GPU per rank: \
+                     start at most {visible} workers here (--workers {visible}) or make more GPUs visible"
+                )));
+            }
+            // The local rank modulo the visible GPUs (ClusterEnv::gpu_index):
+            // with one GPU visible per process (Slurm's --gpus-per-task,
+            // Kubernetes), every rank takes its own GPU 0.
+            Ok(format!("cuda:{}", place.local_rank as usize % visible.max(1)))
+        }
+    }
+}
+
 /// Loads the data and trains one assignment on this thread (blocking).
-fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &GrpcReporter) -> Result<(), WorkerError> {
+fn run_assignment(a: pb::Assignment, place: &Placement, rdv: &Rendezvous, link: &GrpcReporter) -> Result<(), WorkerError> {
     let spec: JobSpec = a.spec.clone().unwrap_or_default().into();
     let _span = info_span!("job", job = %a.job_id, generation = a.generation, rank = a.rank).entered();
-    let device = match (spec.device(), device) {
-        ("cpu", _) => trainer::parse_device("cpu")?,
-        (_, "cpu") => {
-            return Err(WorkerError::Unsupported(format!(
-                "the job asks for --device {} but this worker was started with --device cpu",
-                spec.device()
-            )))
-        }
-        (_, d) => trainer::parse_device(d)?,
-    };
+    let visible = if DeviceSpec::parse(spec.device())?.is_cuda() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    let device = trainer::parse_device(&rank_device(spec.device(), place, visible, a.world_size, collective::NCCL)?)?;
     let shard = a.shard.ok_or_else(|| WorkerError::Internal("assignment without a shard plan".into()))?;
     let plan = ShardPlan {
         num_samples: shard.num_samples,
@@ -499,7 +564,14 @@ fn run_assignment(a: pb::Assignment, device: &str, rdv: &Rendezvous, link: &Grpc
     let collective: Box<dyn Collective> = if a.world_size == 1 {
         Box::new(Single)
     } else {
-        Box::new(rdv.join(&a, device)?)
+        let group = rdv.join(&a, device)?;
+        let aborter = group.aborter();
+        *link.current.group.lock().unwrap() = Some(aborter.clone());
+        // Aborted while joining: end at once rather than at the first step.
+        if link.current.aborted.load(Ordering::SeqCst) {
+            aborter.abort();
+        }
+        Box::new(group)
     };
     let job = TrainJob {
         job_id: &a.job_id,
@@ -609,5 +681,56 @@ mod tests {
         std::fs::write(&f, "s3cret\n").unwrap();
         let args = WorkerArgs::parse_from(["carto-worker", "--token-file", f.to_str().unwrap()]);
         assert_eq!(worker_token(&args).unwrap().as_deref(), Some("s3cret"));
+    }
+
+    fn place(flag: &str, local_rank: u32, local_world_size: Option<u32>) -> Placement {
+        Placement { flag: flag.into(), local_rank, local_world_size }
+    }
+
+    #[test]
+    fn gpu_jobs_of_several_ranks_need_nccl_and_a_gpu_per_rank() {
+        // (job device, worker flags, visible GPUs, world, NCCL) -> device
+        assert_eq!(rank_device("cpu", &place("cuda", 0, None), 2, 2, false).unwrap(), "cpu");
+        assert_eq!(rank_device("cuda:3", &place("cuda:3", 0, None), 4, 1, false).unwrap(), "cuda:3", "one rank needs no NCCL");
+        assert_eq!(rank_device("cuda", &place("cuda", 5, None), 4, 1, false).unwrap(), "cuda:1");
+        assert_eq!(rank_device("cuda", &place("cuda", 1, Some(2)), 2, 2, true).unwrap(), "cuda:1", "rank r on GPU r");
+        // One GPU visible per process (Slurm --gpus-per-task): GPU 0 each, however high the local rank.
+        assert_eq!(rank_device("cuda", &place("cuda", 3, None), 1, 8, true).unwrap(), "cuda:0");
+
+        let no_nccl = rank_device("cuda", &place("cuda", 0, Some(2)), 2, 2, false).unwrap_err();
+        let msg = no_nccl.to_string();
+        assert!(no_nccl.is_invalid_input(), "fails the job instead of retrying: {msg}");
+        assert!(msg.contains("without NCCL") && msg.contains("pip install") && msg.contains("cargo build"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        // More local ranks than GPUs: every rank refuses (NCCL would reject the duplicate).
+        for r in 0..3 {
+            let e = rank_device("cuda", &place("cuda", r, Some(3)), 2, 3, true).unwrap_err();
+            assert!(e.is_invalid_input() && e.to_string().contains("one GPU per rank"), "{e}");
+        }
+        let e = rank_device("cuda", &place("cpu", 0, None), 0, 1, true).unwrap_err();
+        assert!(e.to_string().contains("started with --device cpu"), "{e}");
+        let e = rank_device("cuda", &place("gpu0", 0, None), 1, 1, true).unwrap_err();
+        assert!(e.is_invalid_input() && e.to_string().contains("device (--device)"), "{e}");
+    }
+
+    #[test]
+    fn nccl_refusing_two_ranks_on_one_gpu_fails_the_job() {
+        let e = collective::collective_error(
+            "joining the process group",
+            "NCCL error in: ProcessGroupNCCL.cpp:1912, invalid usage (run with NCCL_DEBUG=WARN for details), NCCL version 2.29.7 \
+             (Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000)",
+        );
+        assert!(e.is_invalid_input(), "{e}");
+        assert!(e.to_string().contains("one GPU per rank") && e.to_string().contains("rank 1 and rank 0"), "{e}");
+        let e = collective::collective_error("all-reduce", "Connection closed by peer [127.0.0.1]:4242");
+        assert!(matches!(e, WorkerError::Collective(_)) && !e.is_invalid_input(), "a lost peer re-forms the job: {e}");
+    }
+
+    #[test]
+    fn the_version_says_whether_nccl_is_compiled_in() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")) && VERSION.contains("(NCCL "), "{VERSION}");
+        // build.rs decides once, for the Rust cfg and the shim's define alike.
+        assert_eq!(collective::NCCL, collective::nccl_compiled_in_shim());
+        assert_eq!(collective::NCCL, collective::NCCL_VERSION.starts_with(|c: char| c.is_ascii_digit()), "{}", collective::NCCL_VERSION);
     }
 }

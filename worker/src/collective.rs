@@ -4,6 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
@@ -58,6 +59,7 @@ extern "C" {
         prefix: *const c_char,
         bind_host: *const c_char,
         timeout_ms: c_int,
+        cuda_device: c_int,
         out: *mut *mut c_void,
         err: *mut c_char,
         errlen: usize,
@@ -72,7 +74,39 @@ extern "C" {
         errlen: usize,
     ) -> c_int;
     fn carto_group_barrier(group: *mut c_void, err: *mut c_char, errlen: usize) -> c_int;
+    fn carto_group_abort(group: *mut c_void);
     fn carto_group_free(group: *mut c_void);
+    fn carto_nccl_configure();
+    fn carto_nccl_compiled() -> c_int;
+}
+
+/// Whether this build has ProcessGroupNCCL, which GPU jobs of more than one
+/// rank need (build.rs compiles it in wherever the torch wheel ships NCCL).
+pub const NCCL: bool = cfg!(carto_nccl);
+
+/// The NCCL version compiled in, or why there is none (`carto-worker --version`).
+pub const NCCL_VERSION: &str = env!("CARTO_NCCL_VERSION");
+
+/// Whether the C++ side was compiled with NCCL (agrees with [`NCCL`]; the
+/// tests check that the cfg and the shim's define come from the same decision).
+pub fn nccl_compiled_in_shim() -> bool {
+    unsafe { carto_nccl_compiled() != 0 }
+}
+
+/// Puts NCCL in blocking-wait mode (errors and timeouts become errors, not a
+/// torn-down process; see csrc/c10d_shim.cpp). Call at start, while the
+/// process has one thread: it sets environment variables.
+pub fn configure_nccl() {
+    unsafe { carto_nccl_configure() }
+}
+
+/// One line for the job's failure when `--device cuda` meets a build without NCCL.
+pub fn no_nccl_message(world: usize) -> String {
+    format!(
+        "this carto-worker was built without NCCL ({NCCL_VERSION}), so it cannot train {world} ranks on cuda: \
+         install the CUDA headers into the torch environment (pip install -r scripts/requirements.txt) and rebuild \
+         (cargo build --release -p carto-worker), or run on one GPU (--workers 1)"
+    )
 }
 
 /// Calls a shim function with an error buffer; -1 becomes a [`WorkerError::Collective`].
@@ -82,13 +116,28 @@ fn checked(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()
         return Ok(());
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Err(WorkerError::Collective(format!("{what}: {}", String::from_utf8_lossy(&buf[..end]))))
+    Err(collective_error(what, &String::from_utf8_lossy(&buf[..end])))
+}
+
+/// A failed collective as an error. NCCL refusing two ranks on one GPU is a
+/// placement mistake that re-forming the job cannot fix: it becomes
+/// [`WorkerError::Unsupported`], which fails the job with this line.
+pub fn collective_error(what: &str, message: &str) -> WorkerError {
+    if message.contains("Duplicate GPU detected") {
+        return WorkerError::Unsupported(format!(
+            "{what}: two ranks of this job are on the same GPU, and NCCL needs one GPU per rank ({message}); \
+             start at most one worker per GPU (--device cuda:N, or --device cuda with distinct --local-rank)"
+        ));
+    }
+    WorkerError::Collective(format!("{what}: {message}"))
 }
 
 /// Where and how the ranks of one generation meet.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     pub backend: &'static str,
+    /// This rank's device; NCCL binds the group to its GPU.
+    pub device: Device,
     /// Rank 0's store address.
     pub master_host: String,
     pub master_port: u16,
@@ -106,10 +155,33 @@ pub struct C10dGroup {
     ptr: *mut c_void,
     rank: usize,
     world: usize,
+    /// Shared with [`GroupAborter`]s: the pointer while the group lives, null after.
+    live: Arc<Mutex<LivePtr>>,
 }
 
-// The group is used from one thread at a time (the training thread).
+// The group is used from one thread at a time (the training thread); other
+// threads only reach it through a GroupAborter.
 unsafe impl Send for C10dGroup {}
+
+struct LivePtr(*mut c_void);
+// Only dereferenced under the mutex, which Drop takes before freeing.
+unsafe impl Send for LivePtr {}
+
+/// Aborts a group's collectives from another thread (the coordinator ended
+/// the generation while the training thread waits in NCCL, which notices a
+/// lost peer on the same host only at the collective timeout). Does nothing
+/// once the group is gone, and nothing on Gloo.
+#[derive(Clone)]
+pub struct GroupAborter(Arc<Mutex<LivePtr>>);
+
+impl GroupAborter {
+    pub fn abort(&self) {
+        let live = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !live.0.is_null() {
+            unsafe { carto_group_abort(live.0) }
+        }
+    }
+}
 
 impl C10dGroup {
     /// Joins the group; rank 0 hosts the store, on `listener`'s socket when
@@ -131,6 +203,10 @@ impl C10dGroup {
         };
         let mut ptr: *mut c_void = std::ptr::null_mut();
         let timeout_ms = cfg.timeout.as_millis().min(i32::MAX as u128) as c_int;
+        let cuda_device = match cfg.device {
+            Device::Cuda(i) => i as c_int,
+            _ => -1,
+        };
         checked("joining the process group", |err, len| unsafe {
             carto_group_new(
                 backend.as_ptr(),
@@ -142,6 +218,7 @@ impl C10dGroup {
                 prefix.as_ptr(),
                 bind.as_ptr(),
                 timeout_ms,
+                cuda_device,
                 &mut ptr,
                 err,
                 len,
@@ -151,12 +228,20 @@ impl C10dGroup {
             // The TCPStore owns the descriptor now; do not close it twice.
             std::mem::forget(listener);
         }
-        Ok(C10dGroup { ptr, rank: cfg.rank, world: cfg.world })
+        Ok(C10dGroup { ptr, rank: cfg.rank, world: cfg.world, live: Arc::new(Mutex::new(LivePtr(ptr))) })
+    }
+
+    /// A handle that aborts this group from another thread.
+    pub fn aborter(&self) -> GroupAborter {
+        GroupAborter(self.live.clone())
     }
 }
 
 impl Drop for C10dGroup {
     fn drop(&mut self) {
+        // Under the aborters' lock, so none of them is inside the group while it goes.
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.0 = std::ptr::null_mut();
         unsafe { carto_group_free(self.ptr) }
     }
 }

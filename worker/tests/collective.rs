@@ -15,6 +15,7 @@ fn free_port() -> u16 {
 fn config(rank: usize, world: usize, port: u16, timeout: Duration) -> GroupConfig {
     GroupConfig {
         backend: "gloo",
+        device: Device::Cpu,
         master_host: "127.0.0.1".into(),
         master_port: port,
         rank,
@@ -88,6 +89,13 @@ fn all_reduce_broadcast_all_gather_and_rows_across_three_processes() {
     assert!(summed.equal(&want), "{summed:?}");
 
     g.barrier().unwrap();
+
+    // An aborter is harmless on Gloo, and once the group is gone.
+    let aborter = g.aborter();
+    aborter.abort();
+    g.barrier().unwrap();
+    drop(g);
+    aborter.abort();
 }
 
 #[test]
