@@ -48,7 +48,7 @@ fn checkpoint(dir: &Path) -> PathBuf {
     ckpt
 }
 
-/// The first 300 reviews of reviews-2k, tokenized for `ckpt`.
+/// The first 300 reviews of reviews-2k (quick), tokenized for `ckpt`.
 fn reviews(ckpt: &Path) -> TrainData {
     let pretrained = Arc::new(Pretrained::open(ckpt, Arch::Roberta, 32).unwrap());
     let path = root().join("examples/rotten_tomatoes/reviews-2k.csv");
@@ -112,26 +112,8 @@ fn a_fine_tuned_roberta_resumes_from_a_checkpoint_exactly() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = checkpoint(dir.path());
-    let pretrained = Arc::new(Pretrained::open(&ckpt, Arch::Roberta, 32).unwrap());
-    let path = root().join("examples/rotten_tomatoes/reviews-2k.csv");
-    let mut ds = dataset::load(&DatasetSpec { path, label_col: "label".into(), id_col: None, features: FeatureSource::Text("text".into()) }).unwrap();
-    // 300 rows keep it quick.
-    if let carto_common::dataset::Features::Text(t) = &mut ds.features {
-        t.truncate(300);
-    }
-    ds.labels.truncate(300);
-    let data = TrainData::encoded(ds, TextEncoder::Pretrained(pretrained), Device::Cpu).unwrap();
-    let spec = JobSpec {
-        text_col: Some("text".into()),
-        model: Some("roberta".into()),
-        pretrained: Some(ckpt.display().to_string()),
-        max_len: Some(32),
-        epochs: Some(3),
-        batch_size: Some(32),
-        lr: Some(1e-3),
-        threads_per_worker: Some(1),
-        ..Default::default()
-    };
+    let data = reviews(&ckpt);
+    let spec = roberta_spec(&ckpt);
     let ckdir = dir.path().join("ckpt");
     let full = run_from(&spec, &data, 0, None, Some(ckdir.clone()));
     let resumed = run_from(&spec, &data, 2, Some(path_for(&ckdir, 1)), None);
