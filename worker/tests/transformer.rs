@@ -175,7 +175,7 @@ fn training_the_last_layers_leaves_the_frozen_ones_and_reads_them_from_the_cache
     for (name, p) in trained.all_params() {
         let same = p.equal(&before[&name]);
         let frozen = name.contains("embeddings") || name.contains("layer.0.");
-        assert!(!(frozen && !same), "frozen parameter {name} changed");
+        assert!(!frozen || same, "frozen parameter {name} changed");
         if !same {
             moved.push(name);
         }
