@@ -43,6 +43,8 @@ pub enum Command {
     Select(SelectArgs),
     /// Rank samples by how likely their label is wrong (CSV on stdout or --out).
     Suspects(SuspectsArgs),
+    /// Apply review decisions (relabels.csv: sample_id, id, action keep|relabel|drop, new_label) to a dataset.
+    Relabel(RelabelArgs),
     /// Draw the data map (variability × confidence, coloured by correctness).
     Map(MapArgs),
     /// Run a coordinator for a cluster: workers join it, users submit jobs to it.
@@ -114,6 +116,25 @@ pub struct SelectArgs {
     #[arg(long)]
     pub both_ends: bool,
     /// The subset: the dataset's rows with all their columns, plus the metrics.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RelabelArgs {
+    /// The dataset (Parquet, CSV or JSONL) the decisions are about.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// The decisions: sample_id, id, action (keep | relabel | drop), new_label.
+    #[arg(long, value_name = "CSV")]
+    pub relabels: PathBuf,
+    /// The label column of --data.
+    #[arg(long, value_name = "COL", default_value = "label")]
+    pub label_col: String,
+    /// The id column the decisions' `id` is checked against [default: `id` when --data has it].
+    #[arg(long, value_name = "COL")]
+    pub id_col: Option<String>,
+    /// The cleaned dataset (Parquet): every original column, dropped rows removed, plus carto_relabelled.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
@@ -379,6 +400,31 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => crate::suspects::write_csv(&rows, &ctx, std::io::stdout().lock())?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Relabel(a) => {
+            if a.out.canonicalize().ok().is_some_and(|o| a.data.canonicalize().ok() == Some(o)) {
+                return Err(carto_common::CartoError::invalid(format!(
+                    "--out {} is --data: write the cleaned dataset to a new file (the original stays as it is)",
+                    a.out.display()
+                ))
+                .into());
+            }
+            let data = carto_common::dataset::read_table(&a.data)?;
+            let (decisions, ids) = crate::relabel::read_decisions(&a.relabels, data.num_rows())?;
+            let id_col = a.id_col.clone().or_else(|| data.schema().index_of("id").ok().map(|_| "id".to_string()));
+            let names = (a.data.display().to_string(), a.relabels.display().to_string());
+            let (clean, summary) =
+                crate::relabel::apply(&data, &a.label_col, id_col.as_deref(), &decisions, &ids, (&names.0, &names.1))?;
+            outputs::write_parquet_atomic(&a.out, &clean, None)?;
+            println!(
+                "carto: wrote {} ({} of {} rows: {} relabelled, {} dropped)",
+                a.out.display(),
+                summary.rows_out,
+                summary.rows_in,
+                summary.relabelled,
+                summary.dropped
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Map(a) => {

@@ -31,6 +31,7 @@ pub mod recompute;
 pub mod record;
 pub mod recovery;
 pub mod registry;
+pub mod relabel;
 pub mod remote;
 pub mod reports;
 pub mod roots;
