@@ -34,6 +34,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/errors.h");
 
     let torch_include = lib.parent().expect("torch/lib has a parent").join("include");
     let gloo_include = std::env::var_os("CARTO_GLOO_INCLUDE").map(PathBuf::from);

@@ -30,6 +30,10 @@
 #include <string>
 #include <vector>
 
+#include "errors.h"
+
+using carto::guarded;
+
 namespace {
 
 struct Group {
@@ -42,22 +46,6 @@ struct Group {
   // shuts down (which would wait on communicators that are gone).
   std::atomic<bool> failed{false};
 };
-
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  // Keep the first line: libtorch appends C++ stack traces. NCCL's own
-  // reason (e.g. "Duplicate GPU detected : rank 1 and rank 0 both on CUDA
-  // device 1b000") comes on the line after "Last error:"; keep that too.
-  std::string line = msg.substr(0, msg.find('\n'));
-  const std::string marker = "Last error:\n";
-  auto at = msg.find(marker);
-  if (at != std::string::npos) {
-    auto start = at + marker.size();
-    std::string reason = msg.substr(start, msg.find('\n', start) - start);
-    if (!reason.empty()) line += " (" + reason + ")";
-  }
-  std::snprintf(err, len, "%s", line.c_str());
-}
 
 // ProcessGroupNCCL reads these in its constructor, from the environment only.
 // Blocking wait: wait() blocks until the collective completes, fails, or
@@ -90,19 +78,6 @@ void collective(Group* g, F&& f) {
     }
     throw;
   }
-}
-
-template <typename F>
-int guarded(char* err, size_t errlen, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-  } catch (...) {
-    set_err(err, errlen, "unknown C++ exception");
-  }
-  return -1;
 }
 
 }  // namespace

@@ -10,13 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "errors.h"
 
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  std::string first = msg.substr(0, msg.find('\n'));
-  std::snprintf(err, len, "%s", first.c_str());
-}
+namespace {
 
 std::vector<at::Tensor> tensors(void** ptrs, size_t n) {
   std::vector<at::Tensor> out;
@@ -35,8 +31,8 @@ extern "C" {
 int carto_fused_adamw(void** params, void** grads, void** exp_avgs, void** exp_avg_sqs, const double* steps,
                       size_t n, double lr, double beta1, double beta2, double weight_decay, double eps, char* err,
                       size_t errlen) {
-  try {
-    if (n == 0) return 0;
+  return carto::guarded(err, errlen, [&] {
+    if (n == 0) return;
     auto p = tensors(params, n);
     auto g = tensors(grads, n);
     auto m = tensors(exp_avgs, n);
@@ -48,13 +44,7 @@ int carto_fused_adamw(void** params, void** grads, void** exp_avgs, void** exp_a
     }
     at::_fused_adamw_(p, g, m, v, {}, st, lr, beta1, beta2, weight_decay, eps, /*amsgrad=*/false,
                       /*maximize=*/false);
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-  } catch (...) {
-    set_err(err, errlen, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 // Drops the .grad of n parameters.
