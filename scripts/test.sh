@@ -22,3 +22,17 @@ cargo test --release --workspace --no-fail-fast "$@"
 # torchrun job of two ranks.
 "$CARTO_PYTHON" -m pip install --quiet "$CARTO_ROOT/python"
 CARTO_BIN="$TARGET_DIR/release/carto" "$CARTO_PYTHON" -m pytest -q "$CARTO_ROOT/python/tests"
+
+# The data map page in a real browser: Debian's chromium, headless, driven by
+# Playwright (the system browser; Playwright never downloads one here).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "carto test: installing chromium for the browser tests (apt-get install chromium)" >&2
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "carto test: the browser tests need chromium: run 'sudo apt-get install chromium', then this again" >&2
+    exit 2
+  fi
+fi
+"$CARTO_PYTHON" -c "import playwright" 2>/dev/null || "$CARTO_PYTHON" -m pip install --quiet "playwright==1.65.2"
+CARTO_BIN="$TARGET_DIR/release/carto" "$CARTO_PYTHON" -m pytest -q "$CARTO_ROOT/e2e/browser"

@@ -18,6 +18,7 @@ pub mod aggregator;
 pub mod allenai;
 pub mod auth;
 pub mod datamap;
+pub mod datamap_html;
 pub mod effects;
 pub mod cli;
 pub mod config;

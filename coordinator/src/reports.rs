@@ -13,6 +13,7 @@ use crate::outputs;
 use crate::suspects::{self, Context, Suspect};
 
 pub const DATAMAP_PNG: &str = "datamap.png";
+pub const DATAMAP_HTML: &str = "datamap.html";
 pub const DATAMAP_SVG: &str = "datamap.svg";
 pub const SUSPECTS_CSV: &str = "suspects.csv";
 /// Rows of the `suspects.csv` a job writes (`carto suspects --top K` for more).
@@ -31,7 +32,20 @@ pub fn write_map(metrics: &Path, path: &Path, title: &str) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("png") => datamap::render_png(&data, &style, path),
         Some("svg") => datamap::render_svg(&data, &style, path),
-        _ => Err(CartoError::invalid(format!("--out {}: expected a .png or .svg file name", path.display()))),
+        Some("html") => {
+            let (rows, ctx) = suspects_report(metrics, SUSPECTS_AT_JOB_END, None, None, None)?;
+            let table = crate::recompute::read_metrics(metrics)?;
+            let page = crate::datamap_html::Page {
+                title,
+                metrics: &table,
+                label_names: ctx.label_names.as_deref(),
+                ids: ctx.ids.as_deref(),
+                texts: ctx.texts.as_deref(),
+                suspects: &rows,
+            };
+            crate::datamap_html::write(&page, path)
+        }
+        _ => Err(CartoError::invalid(format!("--out {}: expected a .png, .svg or .html file name", path.display()))),
     }
 }
 
@@ -113,7 +127,16 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
         };
         let mut buf = Vec::new();
         suspects::write_csv(&rows, &ctx, &mut buf)?;
-        outputs::write_text_atomic(&out.join(SUSPECTS_CSV), &String::from_utf8_lossy(&buf))
+        outputs::write_text_atomic(&out.join(SUSPECTS_CSV), &String::from_utf8_lossy(&buf))?;
+        let page = crate::datamap_html::Page {
+            title: &title,
+            metrics: &table,
+            label_names: ctx.label_names.as_deref(),
+            ids: ctx.ids.as_deref(),
+            texts: ctx.texts.as_deref(),
+            suspects: &rows,
+        };
+        crate::datamap_html::write(&page, &out.join(DATAMAP_HTML)).map_err(|e| CartoError::invalid(format!("{DATAMAP_HTML}: {e}")))
     })();
     if let Err(e) = report {
         problems.push(format!("{SUSPECTS_CSV}: {e}"));

@@ -1,0 +1,198 @@
+//! `datamap.html`: the interactive data map, one self-contained file that
+//! opens from disk with no network. The page's code is web/src/datamap.js
+//! (regl-scatterplot, bundled by esbuild at build time and embedded in the
+//! binary); the data rides along as binary columns (little-endian float32 /
+//! int32 / u8, base64 in one script element), the texts and ids as JSON.
+//!
+//! Columns (row i is sample_id i): label, confidence, variability,
+//! correctness, aum (int32 / float32), forgetting_events (u8, capped at 255),
+//! region (u8: bit 1 easy-to-learn, 2 ambiguous, 4 hard-to-learn — the 33%
+//! most confident, most variable, least confident, as in the PNG map). The
+//! suspects' most predicted class rides in the metadata.
+
+use std::path::Path;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+use base64::Engine;
+use carto_common::{CartoError, Result};
+
+use crate::suspects::Suspect;
+
+/// The bundled page code (web/, built by build.rs).
+const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/datamap.js"));
+
+/// Texts longer than this are cut in the page (the file stays small).
+const TEXT_CHARS: usize = 500;
+
+/// What goes into one page.
+pub struct Page<'a> {
+    pub title: &'a str,
+    pub metrics: &'a RecordBatch,
+    pub label_names: Option<&'a [String]>,
+    pub ids: Option<&'a [String]>,
+    pub texts: Option<&'a [String]>,
+    /// suspects.csv's rows, in order.
+    pub suspects: &'a [Suspect],
+}
+
+fn f64s(b: &RecordBatch, name: &str) -> Result<Vec<f64>> {
+    let c = b.column_by_name(name).ok_or_else(|| CartoError::invalid(format!("metrics: no column '{name}'")))?;
+    Ok(c.as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| CartoError::invalid(format!("metrics: column '{name}' is not float64")))?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
+fn i64s(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+    let c = b.column_by_name(name).ok_or_else(|| CartoError::invalid(format!("metrics: no column '{name}'")))?;
+    if let Some(a) = c.as_primitive_opt::<Int64Type>() {
+        return Ok(a.iter().map(|v| v.unwrap_or(-1)).collect());
+    }
+    if let Some(a) = c.as_primitive_opt::<Int32Type>() {
+        return Ok(a.iter().map(|v| v.unwrap_or(-1) as i64).collect());
+    }
+    Err(CartoError::invalid(format!("metrics: column '{name}' is not an integer column")))
+}
+
+/// Marks the `k` samples with the largest `key` with `bit`.
+fn mark_top(region: &mut [u8], key: &[f64], k: usize, bit: u8) {
+    let mut order: Vec<usize> = (0..key.len()).collect();
+    order.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
+    for &i in order.iter().take(k) {
+        region[i] |= bit;
+    }
+}
+
+/// `</` cannot close a script element inside JSON: escape it.
+fn json_in_script(v: &serde_json::Value) -> String {
+    v.to_string().replace("</", "<\\/")
+}
+
+/// The page's HTML.
+pub fn render(page: &Page) -> Result<String> {
+    let m = page.metrics;
+    let n = m.num_rows();
+    let sample_id = i64s(m, "sample_id")?;
+    let label = i64s(m, "label")?;
+    let confidence = f64s(m, "confidence")?;
+    let variability = f64s(m, "variability")?;
+    let correctness = f64s(m, "correctness")?;
+    let aum = f64s(m, "aum")?;
+    let forgetting = i64s(m, "forgetting_events")?;
+    let epochs = i64s(m, "epochs")?.into_iter().max().unwrap_or(1).max(1);
+    let third = (n as f64 / 3.0).round() as usize;
+    let mut region = vec![0u8; n];
+    mark_top(&mut region, &confidence, third, 1);
+    mark_top(&mut region, &variability, third, 2);
+    let negated: Vec<f64> = confidence.iter().map(|c| -c).collect();
+    mark_top(&mut region, &negated, third, 4);
+    // Known for the suspects only: a sparse list, not a column.
+    let most_predicted: Vec<(usize, i64)> =
+        page.suspects.iter().filter_map(|s| s.most_predicted.map(|p| (s.sample_id, p))).collect();
+    if sample_id.iter().enumerate().any(|(i, &s)| s != i as i64) {
+        return Err(CartoError::invalid("metrics: sample_id must be the row index 0..n, in order"));
+    }
+
+    // One buffer, each column 4-byte aligned.
+    let mut buf: Vec<u8> = Vec::with_capacity(n * 34);
+    let mut columns = serde_json::Map::new();
+    let mut put = |name: &str, ty: &str, bytes: &[u8], buf: &mut Vec<u8>| {
+        while buf.len() % 4 != 0 {
+            buf.push(0);
+        }
+        columns.insert(name.into(), serde_json::json!([buf.len(), ty]));
+        buf.extend_from_slice(bytes);
+    };
+    let f32s = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect() };
+    let i32s = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect() };
+    put("label", "i32", &i32s(&label), &mut buf);
+    put("confidence", "f32", &f32s(&confidence), &mut buf);
+    put("variability", "f32", &f32s(&variability), &mut buf);
+    put("correctness", "f32", &f32s(&correctness), &mut buf);
+    put("aum", "f32", &f32s(&aum), &mut buf);
+    // Forgetting events above 255 are shown as 255.
+    put("forgetting_events", "u8", &forgetting.iter().map(|&f| f.clamp(0, 255) as u8).collect::<Vec<u8>>(), &mut buf);
+    put("region", "u8", &region, &mut buf);
+
+    let classes = label.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
+    let label_names: Vec<String> = match page.label_names {
+        Some(names) => names.to_vec(),
+        None => (0..classes).map(|k| k.to_string()).collect(),
+    };
+    let meta = serde_json::json!({
+        "title": page.title,
+        "n": n,
+        "epochs": epochs,
+        "label_names": label_names,
+        "columns": columns,
+        "suspects": page.suspects.iter().map(|s| s.sample_id).collect::<Vec<_>>(),
+        "most_predicted": most_predicted,
+    });
+    // Without texts or ids the page shows sample ids: nothing to parse.
+    let texts: Vec<String> = match page.texts {
+        Some(t) => t.iter().map(|s| s.chars().take(TEXT_CHARS).collect()).collect(),
+        None => Vec::new(),
+    };
+    let ids: Vec<String> = page.ids.map(<[String]>::to_vec).unwrap_or_default();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&buf);
+    let title = html_escape(page.title);
+    Ok(format!(
+        "{head}<title>{title}</title>{STYLE}</head><body>{BODY}\
+<script id=\"carto-meta\" type=\"application/json\">{meta}</script>\
+<script id=\"carto-data\" type=\"application/octet-stream\">{b64}</script>\
+<script id=\"carto-text\" type=\"application/json\">{texts}</script>\
+<script id=\"carto-ids\" type=\"application/json\">{ids}</script>\
+<script>{SCRIPT}</script></body></html>\n",
+        head = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        meta = json_in_script(&meta),
+        texts = json_in_script(&serde_json::json!(texts)),
+        ids = json_in_script(&serde_json::json!(ids)),
+        SCRIPT = SCRIPT.replace("</script", "<\\/script"),
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Writes the page atomically.
+pub fn write(page: &Page, path: &Path) -> Result<()> {
+    let html = render(page)?;
+    crate::outputs::write_text_atomic(path, &html)
+}
+
+const STYLE: &str = r#"<style>
+body{font:14px system-ui,sans-serif;margin:0;display:grid;grid-template-columns:minmax(480px,1fr) 420px;grid-template-rows:auto minmax(0,1fr);height:100vh;overflow:hidden;color:#222}
+header{grid-column:1/3;padding:8px 14px;border-bottom:1px solid #ddd}
+header h1{font-size:17px;margin:0}
+#note{color:#666;font-size:12px}
+#plotbox{position:relative;padding:8px 8px 28px 40px;min-height:0;box-sizing:border-box}
+#plot{width:100%;height:100%;display:block;border:1px solid #ddd}
+#ylab{position:absolute;left:4px;top:45%;transform:rotate(-90deg);font-size:12px;color:#555}
+#xlab{position:absolute;bottom:6px;left:45%;font-size:12px;color:#555}
+aside{overflow:auto;padding:8px 12px;border-left:1px solid #ddd}
+#legend span{display:inline-block;margin-right:10px;font-size:12px}#legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+#tooltip{position:fixed;max-width:380px;background:#fff;border:1px solid #999;padding:6px 8px;font-size:12px;pointer-events:none;box-shadow:0 2px 6px #0003;z-index:9}
+#tooltip table td:first-child{color:#666;padding-right:8px}
+table.rows{border-collapse:collapse;font-size:12px;width:100%}table.rows td,table.rows th{border-bottom:1px solid #eee;padding:2px 4px;text-align:left}
+#review{border:1px solid #bbb;padding:8px;margin:8px 0;background:#fafafa}.decided{color:#2a7}
+button{margin:2px}
+#band{position:fixed;border:1px dashed #333;background:#3331;pointer-events:none}
+</style>"#;
+
+const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div id="legend"></div></header>
+<div id="plotbox"><canvas id="plot"></canvas><span id="ylab">confidence (0 … 1)</span><span id="xlab">variability (0 … <span id="xmax"></span>)</span></div>
+<aside>
+<p><b>Filter</b> <span id="shown"></span></p>
+<div id="labels"></div>
+<p><select id="region"><option value="all">all regions</option><option value="easy">easy-to-learn</option><option value="ambiguous">ambiguous</option><option value="hard">hard-to-learn</option></select>
+<input id="search" type="search" placeholder="search text or id"></p>
+<p><b>Selection</b> (lasso: shift + drag; box: alt + drag) <span id="count">0 selected</span> <button id="export">export CSV</button></p>
+<p><button id="review-open">review suspects</button></p>
+<div id="review" hidden><div id="progress"></div><div id="suspect"></div>
+<button id="keep">label is right</button> <button id="relabel">relabel as</button> <select id="newlabel"></select> <button id="drop">drop</button><br>
+<button id="prev">previous</button> <button id="next">next</button> <button id="export-relabels">export relabels.csv</button></div>
+<table class="rows"><thead><tr><th>sample</th><th>label</th><th>conf.</th><th>var.</th><th>text</th></tr></thead><tbody id="rows"></tbody></table>
+</aside><div id="tooltip" hidden></div><div id="band" hidden></div>"#;

@@ -1,0 +1,334 @@
+// The interactive data map of OUT/datamap.html. The page carries its data:
+//   #carto-meta  JSON: title, n, epochs, label_names, columns {name: [offset, type]}, suspects, note
+//   #carto-data  base64 of one little-endian buffer holding the columns
+//   #carto-text  JSON array: each point's text (or "")
+//   #carto-ids   JSON array: each point's id as text
+// Everything runs offline from the file.
+import createScatterplot from 'regl-scatterplot';
+
+const $ = (id) => document.getElementById(id);
+
+// Viridis at 5 stops, the PNG map's palette for "epochs predicted correctly".
+const VIRIDIS = ['#440154', '#3b528b', '#21918c', '#5ec962', '#fde725'];
+
+// k colours along viridis, interpolated between its stops.
+function palette(k) {
+  if (k <= 1) return [VIRIDIS[4]];
+  const rgb = (h) => [1, 3, 5].map((o) => parseInt(h.slice(o, o + 2), 16));
+  return Array.from({ length: k }, (_, i) => {
+    const t = (i / (k - 1)) * (VIRIDIS.length - 1);
+    const lo = Math.floor(t);
+    const hi = Math.min(VIRIDIS.length - 1, lo + 1);
+    const [a, b] = [rgb(VIRIDIS[lo]), rgb(VIRIDIS[hi])];
+    return '#' + a.map((v, j) => Math.round(v + (b[j] - v) * (t - lo)).toString(16).padStart(2, '0')).join('');
+  });
+}
+
+async function decode(meta) {
+  const b64 = $('carto-data').textContent.trim();
+  const buf = await (await fetch('data:application/octet-stream;base64,' + b64)).arrayBuffer();
+  const cols = {};
+  for (const [name, [offset, type]] of Object.entries(meta.columns)) {
+    const T = { f32: Float32Array, i32: Int32Array, u8: Uint8Array }[type];
+    cols[name] = new T(buf, offset, meta.n);
+  }
+  return cols;
+}
+
+function csvField(v) {
+  const s = String(v ?? '');
+  return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+
+function download(name, rows) {
+  const blob = new Blob([rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n'], { type: 'text/csv' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  // Tests read the last export here.
+  window.cartoLastExport = { name, rows };
+}
+
+async function main() {
+  const meta = JSON.parse($('carto-meta').textContent);
+  const cols = await decode(meta);
+  const n = meta.n;
+  // Row i is sample i; the most predicted class is known for suspects.
+  const predictedOf = new Map(meta.most_predicted);
+  // Empty when the dataset has no text / no id column: the id is the sample_id.
+  const textList = JSON.parse($('carto-text').textContent);
+  const idList = JSON.parse($('carto-ids').textContent);
+  const textOf = (i) => (textList.length ? textList[i] : '');
+  const idOf = (i) => (idList.length ? idList[i] : String(i));
+  const names = meta.label_names;
+  const labelName = (k) => names[k] ?? String(k);
+  $('title').textContent = meta.title;
+  $('note').textContent = meta.note || '';
+
+  // Axes: variability on x (0 … its maximum), confidence on y (0 … 1), both mapped to [-1, 1].
+  const maxVar = Math.max(1e-9, cols.variability.reduce((m, v) => (v > m ? v : m), 0));
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  const z = new Float32Array(n);
+  const buckets = meta.epochs + 1;
+  for (let i = 0; i < n; i++) {
+    x[i] = (cols.variability[i] / maxVar) * 2 - 1;
+    y[i] = cols.confidence[i] * 2 - 1;
+    z[i] = Math.min(buckets - 1, Math.round(cols.correctness[i] * meta.epochs));
+  }
+  $('xmax').textContent = maxVar.toFixed(3);
+
+  const canvas = $('plot');
+  const rect = canvas.getBoundingClientRect();
+  // The data's aspect ratio is the canvas's: the map fills the canvas.
+  const aspect = rect.width / rect.height;
+  const sp = createScatterplot({
+    canvas,
+    width: rect.width,
+    height: rect.height,
+    aspectRatio: aspect,
+    pointSize: n > 200000 ? 2 : 4,
+    opacity: n > 200000 ? 0.6 : 0.85,
+    pointColor: palette(buckets),
+    colorBy: 'valueA',
+    lassoColor: [0.1, 0.1, 0.1, 1],
+    lassoMinDelay: 10,
+    backgroundColor: [1, 1, 1, 1],
+  });
+  const t0 = performance.now();
+  await sp.draw({ x, y, valueA: z });
+  window.cartoMap = {
+    n,
+    drawMs: performance.now() - t0,
+    scatterplot: sp,
+    selected: [],
+    filtered: null,
+    // Where sample i is drawn, in client coordinates (tests hover it).
+    screenOf: (i) => {
+      const r = canvas.getBoundingClientRect();
+      const [sx, sy] = sp.getScreenPosition(i);
+      return [r.left + sx, r.top + sy];
+    },
+    // Where (variability, confidence) is drawn, in client coordinates.
+    screenOfData: (v, c) =>
+      project(sp.get('cameraView'), (v / maxVar) * 2 - 1, c * 2 - 1, canvas.getBoundingClientRect(), aspect),
+  };
+  document.body.dataset.ready = 'true';
+
+  // Legend.
+  $('legend').innerHTML = palette(buckets)
+    .map((c, k) => `<span><i style="background:${c}"></i>correct in ${k}/${meta.epochs} epochs</span>`)
+    .join('');
+
+  // Hover: the sample behind the point.
+  const tip = $('tooltip');
+  let mouse = [0, 0];
+  canvas.addEventListener('mousemove', (e) => {
+    mouse = [e.clientX, e.clientY];
+  });
+  const describe = (i) => {
+    const given = labelName(cols.label[i]);
+    const predicted = predictedOf.has(i) ? labelName(predictedOf.get(i)) : '';
+    return (
+      `<b>${escapeHtml(textOf(i) || 'id ' + idOf(i))}</b>` +
+      `<table><tr><td>sample_id</td><td>${i}</td></tr>` +
+      `<tr><td>id</td><td>${escapeHtml(idOf(i))}</td></tr>` +
+      `<tr><td>given label</td><td>${escapeHtml(given)}</td></tr>` +
+      (predicted ? `<tr><td>most predicted</td><td>${escapeHtml(predicted)}</td></tr>` : '') +
+      `<tr><td>confidence</td><td>${cols.confidence[i].toFixed(3)}</td></tr>` +
+      `<tr><td>variability</td><td>${cols.variability[i].toFixed(3)}</td></tr>` +
+      `<tr><td>correctness</td><td>${cols.correctness[i].toFixed(3)}</td></tr>` +
+      `<tr><td>AUM</td><td>${cols.aum[i].toFixed(3)}</td></tr>` +
+      `<tr><td>forgetting events</td><td>${cols.forgetting_events[i]}</td></tr></table>`
+    );
+  };
+  sp.subscribe('pointOver', (i) => {
+    tip.innerHTML = describe(i);
+    tip.style.left = mouse[0] + 14 + 'px';
+    tip.style.top = mouse[1] + 14 + 'px';
+    tip.hidden = false;
+    window.cartoMap.hovered = i;
+  });
+  sp.subscribe('pointOut', () => {
+    tip.hidden = true;
+  });
+
+  // Filters: labels, regions, text.
+  const labelBox = $('labels');
+  labelBox.innerHTML = names
+    .map((nm, k) => `<label><input type="checkbox" data-label="${k}" checked> ${escapeHtml(nm)}</label>`)
+    .join('');
+  const applyFilters = () => {
+    const keepLabels = new Set(
+      [...labelBox.querySelectorAll('input')].filter((b) => b.checked).map((b) => Number(b.dataset.label)),
+    );
+    const region = $('region').value;
+    const bit = { all: 0, easy: 1, ambiguous: 2, hard: 4 }[region];
+    const q = $('search').value.trim().toLowerCase();
+    const keep = [];
+    for (let i = 0; i < n; i++) {
+      if (!keepLabels.has(cols.label[i])) continue;
+      if (bit && !(cols.region[i] & bit)) continue;
+      if (q && !(textOf(i) || '').toLowerCase().includes(q) && !String(idOf(i)).toLowerCase().includes(q)) continue;
+      keep.push(i);
+    }
+    const all = keep.length === n;
+    window.cartoMap.filtered = all ? null : keep;
+    if (all) sp.unfilter();
+    else sp.filter(keep);
+    $('shown').textContent = `${keep.length.toLocaleString()} of ${n.toLocaleString()} points shown`;
+  };
+  labelBox.addEventListener('change', applyFilters);
+  $('region').addEventListener('change', applyFilters);
+  $('search').addEventListener('input', applyFilters);
+  $('shown').textContent = `${n.toLocaleString()} points shown`;
+
+  // Selection (lasso: shift + drag; or a box: alt + drag) and its table.
+  const showSelection = (points) => {
+    window.cartoMap.selected = points;
+    $('count').textContent = `${points.length.toLocaleString()} selected`;
+    const rows = points.slice(0, 200).map(
+      (i) =>
+        `<tr><td>${i}</td><td>${escapeHtml(labelName(cols.label[i]))}</td>` +
+        `<td>${cols.confidence[i].toFixed(3)}</td><td>${cols.variability[i].toFixed(3)}</td>` +
+        `<td>${escapeHtml((textOf(i) || idOf(i)).slice(0, 120))}</td></tr>`,
+    );
+    $('rows').innerHTML = rows.join('');
+  };
+  sp.subscribe('select', ({ points }) => showSelection([...points]));
+  sp.subscribe('deselect', () => showSelection([]));
+  // Box selection: alt + drag draws a rectangle in data space.
+  let box = null;
+  // Capture phase: the camera must be fixed before it sees the drag, or it pans.
+  const band = $('band');
+  window.addEventListener(
+    'mousedown',
+    (e) => {
+      if (!e.altKey || e.target !== canvas) return;
+      box = { from: [e.clientX, e.clientY] };
+      sp.set({ cameraIsFixed: true });
+    },
+    true,
+  );
+  window.addEventListener('mousemove', (e) => {
+    if (!box) return;
+    const [x0, x1] = [box.from[0], e.clientX].sort((a, b) => a - b);
+    const [y0, y1] = [box.from[1], e.clientY].sort((a, b) => a - b);
+    Object.assign(band.style, { left: x0 + 'px', top: y0 + 'px', width: x1 - x0 + 'px', height: y1 - y0 + 'px' });
+    band.hidden = false;
+  });
+  window.addEventListener('mouseup', (e) => {
+    if (!box) return;
+    band.hidden = true;
+    sp.set({ cameraIsFixed: false });
+    const r = canvas.getBoundingClientRect();
+    const [x0, x1] = [box.from[0], e.clientX].sort((a, b) => a - b);
+    const [y0, y1] = [box.from[1], e.clientY].sort((a, b) => a - b);
+    box = null;
+    const view = sp.get('cameraView');
+    const inBox = [];
+    const allowed = window.cartoMap.filtered ? new Set(window.cartoMap.filtered) : null;
+    for (let i = 0; i < n; i++) {
+      if (allowed && !allowed.has(i)) continue;
+      const [sx, sy] = project(view, x[i], y[i], r, aspect);
+      if (sx >= x0 && sx <= x1 && sy >= y0 && sy <= y1) inBox.push(i);
+    }
+    sp.select(inBox);
+  });
+
+  $('export').addEventListener('click', () => {
+    const header = ['sample_id', 'id', 'label', 'confidence', 'variability', 'correctness', 'aum', 'forgetting_events', 'text'];
+    const rows = window.cartoMap.selected.map((i) => [
+      i,
+      idOf(i),
+      labelName(cols.label[i]),
+      cols.confidence[i],
+      cols.variability[i],
+      cols.correctness[i],
+      cols.aum[i],
+      cols.forgetting_events[i],
+      textOf(i) || '',
+    ]);
+    download('selection.csv', [header, ...rows]);
+  });
+
+  setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf);
+}
+
+// The client position of data point (x, y): regl-scatterplot's model
+// (x scaled by the data's aspect ratio), the camera's view, then its
+// projection (x divided by the canvas's aspect ratio; here the two are equal).
+function project(view, px, py, rect, aspect) {
+  const cx = (view[0] * px * aspect + view[4] * py + view[12]) / aspect;
+  const cy = view[1] * px * aspect + view[5] * py + view[13];
+  return [rect.left + ((cx + 1) / 2) * rect.width, rect.top + (0.5 - cy / 2) * rect.height];
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+// Review mode: step through suspects.csv's order, decide, export relabels.csv.
+function setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf) {
+  const order = meta.suspects;
+  const decisions = new Map();
+  let at = 0;
+  const panel = $('review');
+  const choose = $('newlabel');
+  choose.innerHTML = meta.label_names.map((nm, k) => `<option value="${k}">${nm}</option>`).join('');
+  const show = () => {
+    if (!order.length) {
+      $('suspect').innerHTML = 'No suspects.';
+      return;
+    }
+    const i = order[at];
+    const d = decisions.get(i);
+    $('progress').textContent = `suspect ${at + 1} of ${order.length} · ${decisions.size} decided`;
+    $('suspect').innerHTML = describe(i) + (d ? `<p class="decided">decided: ${d.action}${d.label !== undefined ? ' → ' + labelName(d.label) : ''}</p>` : '');
+    // The suggestion: the other class the model preferred, when known.
+    const p = predictedOf.get(i);
+    if (p !== undefined && p !== cols.label[i]) choose.value = String(p);
+    sp.select([i]);
+  };
+  const decide = (action) => {
+    const i = order[at];
+    decisions.set(i, action === 'relabel' ? { action, label: Number(choose.value) } : { action });
+    if (at < order.length - 1) at++;
+    show();
+  };
+  $('review-open').addEventListener('click', () => {
+    panel.hidden = !panel.hidden;
+    if (!panel.hidden) show();
+  });
+  $('keep').addEventListener('click', () => decide('keep'));
+  $('relabel').addEventListener('click', () => decide('relabel'));
+  $('drop').addEventListener('click', () => decide('drop'));
+  $('prev').addEventListener('click', () => {
+    at = Math.max(0, at - 1);
+    show();
+  });
+  $('next').addEventListener('click', () => {
+    at = Math.min(order.length - 1, at + 1);
+    show();
+  });
+  $('export-relabels').addEventListener('click', () => {
+    const rows = [['sample_id', 'id', 'action', 'new_label']];
+    for (const i of order) {
+      const d = decisions.get(i);
+      if (!d) continue;
+      rows.push([i, idOf(i), d.action, d.action === 'relabel' ? labelName(d.label) : '']);
+    }
+    download('relabels.csv', rows);
+  });
+  window.cartoReview = { decide, show, get at() { return at; }, decisions };
+}
+
+main().catch((e) => {
+  document.body.dataset.error = String(e);
+  const p = document.createElement('pre');
+  p.textContent = 'carto data map: ' + e;
+  document.body.prepend(p);
+});
