@@ -110,14 +110,14 @@ fn suspects_and_map_commands_and_their_errors() {
     assert!(scores.len() >= 10 && scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(lines[1].split(',').nth(4).is_some_and(|p| p == "fresh" || p == "rotten"), "most predicted: {}", lines[1]);
 
-    for name in ["m.png", "m.svg"] {
+    for name in ["m.png", "m.svg", "m.html"] {
         let path = dir.path().join(name);
         assert_success(&carto(&["map", "--metrics", metrics.to_str().unwrap(), "--out", path.to_str().unwrap()]));
         assert!(std::fs::metadata(&path).unwrap().len() > 10_000);
     }
     let bad = carto(&["map", "--metrics", metrics.to_str().unwrap(), "--out", dir.path().join("m.gif").to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(error_line(&bad).contains(".png or .svg"));
+    assert!(error_line(&bad).contains(".png, .svg or .html"));
 
     let bad = carto(&["select", "--metrics", metrics.to_str().unwrap(), "--metric", "loss", "--fraction", "0.3", "--out", "x.parquet"]);
     assert_eq!(bad.status.code(), Some(2));

@@ -147,9 +147,12 @@ async function main() {
   };
   sp.subscribe('pointOver', (i) => {
     tip.innerHTML = describe(i);
-    tip.style.left = mouse[0] + 14 + 'px';
-    tip.style.top = mouse[1] + 14 + 'px';
     tip.hidden = false;
+    // Beside the pointer, kept inside the window.
+    const w = tip.offsetWidth;
+    const h = tip.offsetHeight;
+    tip.style.left = Math.max(0, Math.min(mouse[0] + 14, window.innerWidth - w - 4)) + 'px';
+    tip.style.top = (mouse[1] + 14 + h > window.innerHeight ? Math.max(0, mouse[1] - h - 14) : mouse[1] + 14) + 'px';
     window.cartoMap.hovered = i;
   });
   sp.subscribe('pointOut', () => {
