@@ -4,7 +4,7 @@
 //! binary); the data rides along as binary columns (little-endian float32 /
 //! int32 / u8, base64 in one script element), the texts and ids as JSON.
 //!
-//! Columns (row i is sample_id i): label, confidence, variability,
+//! Columns (point i is sample_id i, or `sample_id[i]` when sampled): label, confidence, variability,
 //! correctness, aum (int32 / float32), forgetting_events (u8, capped at 255),
 //! region (u8: bit 1 easy-to-learn, 2 ambiguous, 4 hard-to-learn — the 33%
 //! most confident, most variable, least confident, as in the PNG map). The
@@ -24,6 +24,24 @@ const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/datamap.js"));
 
 /// Texts longer than this are cut in the page (the file stays small).
 const TEXT_CHARS: usize = 500;
+/// Up to this many samples the page draws every one (1M: 28 MiB, drawn in
+/// under 3 s); beyond it, every suspect and a uniform sample of
+/// [`SAMPLED_POINTS`], said on the page.
+pub const MAX_POINTS: usize = 2_000_000;
+pub const SAMPLED_POINTS: usize = 1_000_000;
+
+/// The rows a page of `n` samples draws: all of them, or (past `max`) every
+/// suspect and every ⌈n / `sample`⌉-th row, in row order.
+pub fn drawn_rows(n: usize, suspects: &[usize], max: usize, sample: usize) -> Option<Vec<usize>> {
+    if n <= max {
+        return None;
+    }
+    let stride = n.div_ceil(sample.max(1));
+    let mut rows: Vec<usize> = (0..n).step_by(stride).chain(suspects.iter().copied().filter(|&s| s < n)).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    Some(rows)
+}
 
 /// What goes into one page.
 pub struct Page<'a> {
@@ -94,9 +112,36 @@ pub fn render(page: &Page) -> Result<String> {
     if sample_id.iter().enumerate().any(|(i, &s)| s != i as i64) {
         return Err(CartoError::invalid("metrics: sample_id must be the row index 0..n, in order"));
     }
+    let suspect_ids: Vec<usize> = page.suspects.iter().map(|s| s.sample_id).collect();
+    let drawn = drawn_rows(n, &suspect_ids, MAX_POINTS, SAMPLED_POINTS);
+    // The drawn rows of a column (all of them when nothing is sampled).
+    fn pick<T: Clone>(v: &[T], rows: &Option<Vec<usize>>) -> Vec<T> {
+        match rows {
+            Some(r) => r.iter().map(|&i| v[i].clone()).collect(),
+            None => v.to_vec(),
+        }
+    }
+    let note = drawn.as_ref().map(|r| {
+        format!(
+            "{n} samples: the page draws {} of them — every one of the {} suspects and a uniform sample (every {}th)",
+            r.len(),
+            suspect_ids.len(),
+            n.div_ceil(SAMPLED_POINTS)
+        )
+    });
+    let (label, confidence, variability, correctness, aum, forgetting, region) = (
+        pick(&label, &drawn),
+        pick(&confidence, &drawn),
+        pick(&variability, &drawn),
+        pick(&correctness, &drawn),
+        pick(&aum, &drawn),
+        pick(&forgetting, &drawn),
+        pick(&region, &drawn),
+    );
+    let points = label.len();
 
     // One buffer, each column 4-byte aligned.
-    let mut buf: Vec<u8> = Vec::with_capacity(n * 34);
+    let mut buf: Vec<u8> = Vec::with_capacity(points * 26);
     let mut columns = serde_json::Map::new();
     let mut put = |name: &str, ty: &str, bytes: &[u8], buf: &mut Vec<u8>| {
         while buf.len() % 4 != 0 {
@@ -107,6 +152,10 @@ pub fn render(page: &Page) -> Result<String> {
     };
     let f32s = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect() };
     let i32s = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect() };
+    if let Some(rows) = &drawn {
+        // Sampled: point k is sample rows[k].
+        put("sample_id", "i32", &rows.iter().flat_map(|&r| (r as i32).to_le_bytes()).collect::<Vec<u8>>(), &mut buf);
+    }
     put("label", "i32", &i32s(&label), &mut buf);
     put("confidence", "f32", &f32s(&confidence), &mut buf);
     put("variability", "f32", &f32s(&variability), &mut buf);
@@ -123,7 +172,9 @@ pub fn render(page: &Page) -> Result<String> {
     };
     let meta = serde_json::json!({
         "title": page.title,
-        "n": n,
+        "n": points,
+        "samples": n,
+        "note": note,
         "epochs": epochs,
         "label_names": label_names,
         "columns": columns,
@@ -132,10 +183,10 @@ pub fn render(page: &Page) -> Result<String> {
     });
     // Without texts or ids the page shows sample ids: nothing to parse.
     let texts: Vec<String> = match page.texts {
-        Some(t) => t.iter().map(|s| s.chars().take(TEXT_CHARS).collect()).collect(),
+        Some(t) => pick(t, &drawn).iter().map(|s| s.chars().take(TEXT_CHARS).collect()).collect(),
         None => Vec::new(),
     };
-    let ids: Vec<String> = page.ids.map(<[String]>::to_vec).unwrap_or_default();
+    let ids: Vec<String> = page.ids.map(|ids| pick(ids, &drawn)).unwrap_or_default();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&buf);
     let title = html_escape(page.title);
     Ok(format!(
@@ -196,3 +247,19 @@ const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div id="
 <button id="prev">previous</button> <button id="next">next</button> <button id="export-relabels">export relabels.csv</button></div>
 <table class="rows"><thead><tr><th>sample</th><th>label</th><th>conf.</th><th>var.</th><th>text</th></tr></thead><tbody id="rows"></tbody></table>
 </aside><div id="tooltip" hidden></div><div id="band" hidden></div>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_cap_the_page_draws_every_suspect_and_a_uniform_sample() {
+        assert_eq!(drawn_rows(10, &[3], 10, 5), None, "at the cap: every row");
+        let rows = drawn_rows(11, &[3, 9], 10, 5).unwrap();
+        // Every 3rd row (⌈11/5⌉) plus the suspects, once each, in order.
+        assert_eq!(rows, vec![0, 3, 6, 9]);
+        let rows = drawn_rows(1_000, &[1, 998, 5_000], 100, 100).unwrap();
+        assert_eq!(rows.len(), 102, "100 sampled + 2 suspects (one out of range is ignored)");
+        assert!(rows.contains(&1) && rows.contains(&998) && rows.windows(2).all(|w| w[0] < w[1]));
+    }
+}

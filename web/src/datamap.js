@@ -56,13 +56,18 @@ async function main() {
   const meta = JSON.parse($('carto-meta').textContent);
   const cols = await decode(meta);
   const n = meta.n;
-  // Row i is sample i; the most predicted class is known for suspects.
-  const predictedOf = new Map(meta.most_predicted);
+  // Point i is sample i, or sample_id[i] on a sampled page; the most
+  // predicted class is known for suspects.
+  const sid = cols.sample_id ? (i) => cols.sample_id[i] : (i) => i;
+  const pointOf = cols.sample_id ? new Map(Array.from(cols.sample_id, (s, i) => [s, i])) : null;
+  const point = (s) => (pointOf ? pointOf.get(s) : s);
+  const predicted = new Map(meta.most_predicted);
+  const predictedOf = { has: (i) => predicted.has(sid(i)), get: (i) => predicted.get(sid(i)) };
   // Empty when the dataset has no text / no id column: the id is the sample_id.
   const textList = JSON.parse($('carto-text').textContent);
   const idList = JSON.parse($('carto-ids').textContent);
   const textOf = (i) => (textList.length ? textList[i] : '');
-  const idOf = (i) => (idList.length ? idList[i] : String(i));
+  const idOf = (i) => (idList.length ? idList[i] : String(sid(i)));
   const names = meta.label_names;
   const labelName = (k) => names[k] ?? String(k);
   $('title').textContent = meta.title;
@@ -134,7 +139,7 @@ async function main() {
     const predicted = predictedOf.has(i) ? labelName(predictedOf.get(i)) : '';
     return (
       `<b>${escapeHtml(textOf(i) || 'id ' + idOf(i))}</b>` +
-      `<table><tr><td>sample_id</td><td>${i}</td></tr>` +
+      `<table><tr><td>sample_id</td><td>${sid(i)}</td></tr>` +
       `<tr><td>id</td><td>${escapeHtml(idOf(i))}</td></tr>` +
       `<tr><td>given label</td><td>${escapeHtml(given)}</td></tr>` +
       (predicted ? `<tr><td>most predicted</td><td>${escapeHtml(predicted)}</td></tr>` : '') +
@@ -195,7 +200,7 @@ async function main() {
     $('count').textContent = `${points.length.toLocaleString()} selected`;
     const rows = points.slice(0, 200).map(
       (i) =>
-        `<tr><td>${i}</td><td>${escapeHtml(labelName(cols.label[i]))}</td>` +
+        `<tr><td>${sid(i)}</td><td>${escapeHtml(labelName(cols.label[i]))}</td>` +
         `<td>${cols.confidence[i].toFixed(3)}</td><td>${cols.variability[i].toFixed(3)}</td>` +
         `<td>${escapeHtml((textOf(i) || idOf(i)).slice(0, 120))}</td></tr>`,
     );
@@ -245,7 +250,7 @@ async function main() {
   $('export').addEventListener('click', () => {
     const header = ['sample_id', 'id', 'label', 'confidence', 'variability', 'correctness', 'aum', 'forgetting_events', 'text'];
     const rows = window.cartoMap.selected.map((i) => [
-      i,
+      sid(i),
       idOf(i),
       labelName(cols.label[i]),
       cols.confidence[i],
@@ -258,7 +263,7 @@ async function main() {
     download('selection.csv', [header, ...rows]);
   });
 
-  setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf);
+  setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf, sid, point);
 }
 
 // The client position of data point (x, y): regl-scatterplot's model
@@ -275,8 +280,8 @@ function escapeHtml(s) {
 }
 
 // Review mode: step through suspects.csv's order, decide, export relabels.csv.
-function setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf) {
-  const order = meta.suspects;
+function setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf, sid, point) {
+  const order = meta.suspects.map(point).filter((i) => i !== undefined);
   const decisions = new Map();
   let at = 0;
   const panel = $('review');
@@ -322,7 +327,7 @@ function setupReview(meta, cols, idOf, labelName, sp, describe, predictedOf) {
     for (const i of order) {
       const d = decisions.get(i);
       if (!d) continue;
-      rows.push([i, idOf(i), d.action, d.action === 'relabel' ? labelName(d.label) : '']);
+      rows.push([sid(i), idOf(i), d.action, d.action === 'relabel' ? labelName(d.label) : '']);
     }
     download('relabels.csv', rows);
   });
