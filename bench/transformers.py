@@ -19,22 +19,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import polars as pl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOOP = os.path.join(HERE, "python", "transformers_loop.py")
+sys.path.insert(0, HERE)
+from e2e import timed  # noqa: E402  (the same process timing as bench/e2e.sh)
 
 
-def timed(argv, env):
-    t0 = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(map(str, argv))} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return time.perf_counter() - t0
 
 
 def main():

@@ -24,17 +24,19 @@ pub fn job_spec_beside(metrics: &Path) -> Option<JobSpec> {
     crate::record::JobRecord::beside(metrics).map(|r| r.resolved_spec())
 }
 
-/// Renders the data map of `metrics` to `path` (.png or .svg by extension).
+/// Renders the data map of `metrics` to `path` (.png, .svg or .html by extension).
 pub fn write_map(metrics: &Path, path: &Path, title: &str) -> Result<()> {
-    let mut data = MapData::from_metrics_file(metrics)?;
-    data.title = title.to_string();
-    let style = MapStyle::default();
+    let static_map = |render: fn(&MapData, &MapStyle, &Path) -> Result<()>| {
+        let mut data = MapData::from_metrics_file(metrics)?;
+        data.title = title.to_string();
+        render(&data, &MapStyle::default(), path)
+    };
     match path.extension().and_then(|e| e.to_str()) {
-        Some("png") => datamap::render_png(&data, &style, path),
-        Some("svg") => datamap::render_svg(&data, &style, path),
+        Some("png") => static_map(datamap::render_png),
+        Some("svg") => static_map(datamap::render_svg),
         Some("html") => {
-            let (rows, ctx) = suspects_report(metrics, SUSPECTS_AT_JOB_END, None, None, None)?;
             let table = crate::recompute::read_metrics(metrics)?;
+            let (rows, ctx) = suspects_report_of(metrics, &table, SUSPECTS_AT_JOB_END, None, None, None)?;
             let page = crate::datamap_html::Page {
                 title,
                 metrics: &table,
@@ -58,9 +60,21 @@ pub fn suspects_report(
     text_col: Option<&str>,
     dynamics: Option<&Path>,
 ) -> Result<(Vec<Suspect>, Context)> {
-    let what = metrics_path.display().to_string();
     let metrics = crate::recompute::read_metrics(metrics_path)?;
-    let mut rows = suspects::rank(&metrics, top, &what)?;
+    suspects_report_of(metrics_path, &metrics, top, data, text_col, dynamics)
+}
+
+/// [`suspects_report`] of a metrics file already read (`metrics`, read from `metrics_path`).
+pub fn suspects_report_of(
+    metrics_path: &Path,
+    metrics: &arrow::array::RecordBatch,
+    top: usize,
+    data: Option<&Path>,
+    text_col: Option<&str>,
+    dynamics: Option<&Path>,
+) -> Result<(Vec<Suspect>, Context)> {
+    let what = metrics_path.display().to_string();
+    let mut rows = suspects::rank(metrics, top, &what)?;
     let default_dynamics = metrics_path.parent().unwrap_or(Path::new(".")).join(outputs::DYNAMICS_DIR);
     let dynamics = dynamics.map(Path::to_path_buf).or_else(|| default_dynamics.is_dir().then_some(default_dynamics));
     if let Some(dir) = dynamics {
@@ -72,7 +86,7 @@ pub fn suspects_report(
     }
     let mut ctx = Context { label_names: suspects::label_names_of(metrics_path), ..Default::default() };
     if metrics.column_by_name("id").is_some() {
-        ctx.ids = Some(suspects::column_text(&metrics, "id", &what)?);
+        ctx.ids = Some(suspects::column_text(metrics, "id", &what)?);
     }
     // The text: from --data/--text-col, else from the job's own spec.
     let spec = job_spec_beside(metrics_path);

@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared import auroc, precision_at, ranks, run, split_reviews  # noqa: E402
+from shared import auroc, done, precision_at, ranks, run, split_reviews  # noqa: E402
 
 carto, minilm, work, results = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 work.mkdir(parents=True, exist_ok=True)
@@ -52,11 +52,6 @@ LR = ["--lr", "5e-5"]
 def carto_run(*args):
     run(carto, "run", *args, "--overwrite", "-q")
 
-
-def done(out):
-    """A job already finished (the study resumes after an interruption)."""
-    job = out / "job.json"
-    return job.exists() and json.loads(job.read_text()).get("state") == "succeeded"
 
 
 def job(out):

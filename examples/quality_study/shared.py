@@ -1,5 +1,6 @@
 """What study.py and transformer_study.py share: the train/test split of the
 reviews, running carto, and the detection scores (AUROC, precision at k)."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import polars as pl
 def run(carto, *args):
     print("$ carto", " ".join(str(a) for a in args), flush=True)
     subprocess.run([carto, *map(str, args)], check=True)
+
+
+def done(out):
+    """A job already finished (a study resumes after an interruption)."""
+    job = out / "job.json"
+    return job.exists() and json.loads(job.read_text()).get("state") == "succeeded"
 
 
 def setup():

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared import auroc, precision_at, setup, split_reviews  # noqa: E402
+from shared import auroc, done, precision_at, setup, split_reviews  # noqa: E402
 
 carto, work, results, root, run = setup()
 EPOCHS = int(os.environ.get("EPOCHS", "3"))
@@ -42,11 +42,6 @@ if not (ckpt / "model.safetensors").exists():
 COMMON = ["--label-col", "label", "--text-col", "text", "--model", "roberta", "--pretrained", ckpt,
           "--max-len", "64", "--lr", "0.001", "--batch-size", "32"]
 
-
-def done(out):
-    """A map already made (the study resumes after an interruption)."""
-    job = out / "job.json"
-    return job.exists() and json.loads(job.read_text()).get("state") == "succeeded"
 
 
 train, test = split_reviews(root, work)

@@ -115,9 +115,7 @@ impl Model {
     /// they are neither stepped, reduced nor checkpointed, and every rank
     /// loads them from the same pretrained files).
     pub fn dense_params(&self) -> Vec<(String, Tensor)> {
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
+        self.all_params().into_iter().filter(|(_, t)| t.requires_grad()).collect()
     }
 
     /// Every dense parameter, frozen ones included, in name order.
