@@ -1,5 +1,7 @@
-//! Bundles the data map page (web/: regl-scatterplot and carto's module)
-//! with esbuild into OUT_DIR/datamap.js, which `datamap_html.rs` embeds.
+//! Bundles the data map's page code (web/: regl-scatterplot and carto's
+//! modules) with esbuild into OUT_DIR/datamap.js (embedded in every
+//! `datamap.html` by `datamap_html.rs`) and OUT_DIR/live.js (the live page of
+//! `carto serve --http`, served by `http.rs`).
 //! Third-party code comes from npm (web/package-lock.json) at build time and
 //! is never copied into the repository.
 
@@ -8,8 +10,8 @@ use std::process::Command;
 
 fn main() {
     let web = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../web");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("datamap.js");
-    for f in ["src/datamap.js", "package.json", "package-lock.json"] {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    for f in ["src/datamap.js", "src/live.js", "src/map.js", "package.json", "package-lock.json"] {
         println!("cargo:rerun-if-changed={}", web.join(f).display());
     }
     let npm = std::env::var("NPM").unwrap_or_else(|_| "npm".into());
@@ -27,6 +29,9 @@ fn main() {
     if !web.join("node_modules/.package-lock.json").exists() {
         run(&["ci", "--no-audit", "--no-fund", "--silent"]);
     }
-    let outfile = format!("--outfile={}", out.display());
-    run(&["exec", "--", "esbuild", "src/datamap.js", "--bundle", "--minify", "--format=iife", "--target=es2020", "--log-level=warning", &outfile]);
+    for entry in ["datamap", "live"] {
+        let src = format!("src/{entry}.js");
+        let outfile = format!("--outfile={}", out_dir.join(format!("{entry}.js")).display());
+        run(&["exec", "--", "esbuild", &src, "--bundle", "--minify", "--format=iife", "--target=es2020", "--log-level=warning", &outfile]);
+    }
 }

@@ -1023,6 +1023,19 @@ impl Aggregator {
         Ok(())
     }
 
+    /// The metrics over the epochs committed so far (what the live map
+    /// draws): samples not observed yet have null metrics.
+    pub fn live_metrics(&self) -> Result<RecordBatch> {
+        let learned;
+        let info = if self.plan.external {
+            learned = SampleInfo { labels: self.labels.clone(), ..(*self.info).clone() };
+            &learned
+        } else {
+            &*self.info
+        };
+        outputs::metrics_table(&self.acc, info, outputs::Recorded::ALL)
+    }
+
     /// Writes `metrics.parquet`.
     pub fn write_metrics(&self) -> Result<PathBuf> {
         let learned;

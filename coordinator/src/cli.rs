@@ -219,6 +219,11 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Also serve the live page here (HTTP): the jobs with their progress and
+    /// each job's data map, redrawn after every committed epoch. It asks for
+    /// the users' token; a non-loopback address needs --insecure (plain HTTP).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// A worker silent for this long is considered lost.
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     pub worker_timeout_secs: u64,
@@ -573,8 +578,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if resumed > 0 {
         eprintln!("carto: resuming {resumed} unfinished job(s) from {}", a.state_dir.display());
     }
+    let page = match &a.http {
+        Some(http) => Some(crate::http::LivePage::start(coord.clone(), http, security.user_token.clone(), a.insecure).await?),
+        None => None,
+    };
     let scheme = if security.tls.is_some() { "https" } else { "http" };
     println!("carto: serving on {scheme}://{addr} (state in {})", a.state_dir.display());
+    if let Some(page) = &page {
+        println!("carto: live page on {}", page.url(None));
+    }
     std::io::stdout().flush()?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
@@ -583,5 +595,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    crate::server::serve(coord, listener, security, shutdown).await
+    let served = crate::server::serve(coord, listener, security, shutdown).await;
+    if let Some(page) = page {
+        page.shutdown().await?;
+    }
+    served
 }

@@ -51,6 +51,8 @@ pub struct Coordinator {
     state_dir_lock: Mutex<Option<File>>,
     /// Where submitted jobs may read and write (`--data-root`, `--out-root`).
     roots: Roots,
+    /// Data maps built for GetDataMap.
+    maps: crate::live::MapCache,
 }
 
 /// Releases a submit's claim on its output directory unless the job took it.
@@ -89,6 +91,7 @@ impl Coordinator {
             effects: Executor::new(),
             state_dir_lock: Mutex::new(None),
             roots: Roots::from_config(&config),
+            maps: Default::default(),
             config,
         })
     }
@@ -306,6 +309,27 @@ impl Coordinator {
     /// A receiver of the job's snapshots, starting with the current one.
     pub fn watch(&self, id: &str) -> Result<watch::Receiver<pb::Job>> {
         self.read(|jobs, _| jobs.watch(id))
+    }
+
+    /// The job's data map as it stands (see [`crate::live`]).
+    pub async fn data_map(self: &Arc<Self>, id: &str, with_texts: bool) -> Result<pb::DataMap> {
+        let src = self.read(|jobs, _| -> Result<crate::live::Source> {
+            let j = jobs.job(id)?;
+            Ok(crate::live::Source {
+                job_id: j.id.clone(),
+                spec: j.spec.clone(),
+                state: j.state,
+                out: j.out.clone(),
+                aggregator: j.aggregator.clone(),
+                label_names: j.info.label_names.clone(),
+                committed: j.committed,
+            })
+        })?;
+        let coord = self.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || coord.maps.data_map(&src, with_texts).map_err(|e| crate::live::unavailable(&id, e)))
+            .await
+            .map_err(|e| CartoError::internal(format!("building the data map: {e}")))?
     }
 
     pub fn cancel(&self, id: &str) -> Result<pb::Job> {

@@ -15,6 +15,7 @@ use std::path::Path;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use base64::Engine;
+use carto_common::proto::v1 as pb;
 use carto_common::{CartoError, Result};
 
 use crate::suspects::Suspect;
@@ -88,27 +89,30 @@ fn json_in_script(v: &serde_json::Value) -> String {
     v.to_string().replace("</", "<\\/")
 }
 
-/// The page's HTML.
-pub fn render(page: &Page) -> Result<String> {
+/// The map a page draws: the drawn points' columns (see [`pb::DataMap`]),
+/// what `datamap.html` embeds and what GetDataMap returns.
+pub fn data_map(page: &Page) -> Result<pb::DataMap> {
     let m = page.metrics;
     let n = m.num_rows();
     let sample_id = i64s(m, "sample_id")?;
     let label = i64s(m, "label")?;
+    // Samples not observed yet (an external job's first epochs) have null
+    // metrics: drawn at the origin and counted in the note.
     let confidence = f64s(m, "confidence")?;
-    let variability = f64s(m, "variability")?;
-    let correctness = f64s(m, "correctness")?;
-    let aum = f64s(m, "aum")?;
+    let unobserved = confidence.iter().filter(|c| c.is_nan()).count();
+    let zero_nan = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|x| if x.is_nan() { 0.0 } else { x }).collect() };
+    let confidence = zero_nan(confidence);
+    let variability = zero_nan(f64s(m, "variability")?);
+    let correctness = zero_nan(f64s(m, "correctness")?);
+    let aum = zero_nan(f64s(m, "aum")?);
     let forgetting = i64s(m, "forgetting_events")?;
-    let epochs = i64s(m, "epochs")?.into_iter().max().unwrap_or(1).max(1);
+    let epochs = i64s(m, "epochs")?.into_iter().max().unwrap_or(0).max(0);
     let third = (n as f64 / 3.0).round() as usize;
     let mut region = vec![0u8; n];
     mark_top(&mut region, &confidence, third, 1);
     mark_top(&mut region, &variability, third, 2);
     let negated: Vec<f64> = confidence.iter().map(|c| -c).collect();
     mark_top(&mut region, &negated, third, 4);
-    // Known for the suspects only: a sparse list, not a column.
-    let most_predicted: Vec<(usize, i64)> =
-        page.suspects.iter().filter_map(|s| s.most_predicted.map(|p| (s.sample_id, p))).collect();
     if sample_id.iter().enumerate().any(|(i, &s)| s != i as i64) {
         return Err(CartoError::invalid("metrics: sample_id must be the row index 0..n, in order"));
     }
@@ -121,26 +125,61 @@ pub fn render(page: &Page) -> Result<String> {
             None => v.to_vec(),
         }
     }
-    let note = drawn.as_ref().map(|r| {
-        format!(
+    let mut notes = Vec::new();
+    if let Some(r) = &drawn {
+        notes.push(format!(
             "{n} samples: the page draws {} of them — every one of the {} suspects and a uniform sample (every {}th)",
             r.len(),
             suspect_ids.len(),
             n.div_ceil(SAMPLED_POINTS)
-        )
-    });
-    let (label, confidence, variability, correctness, aum, forgetting, region) = (
-        pick(&label, &drawn),
-        pick(&confidence, &drawn),
-        pick(&variability, &drawn),
-        pick(&correctness, &drawn),
-        pick(&aum, &drawn),
-        pick(&forgetting, &drawn),
-        pick(&region, &drawn),
-    );
-    let points = label.len();
+        ));
+    }
+    if unobserved > 0 {
+        notes.push(format!("{unobserved} samples not observed yet are drawn at (0, 0)"));
+    }
+    let f32s = |v: &[f64]| -> Vec<f32> { pick(v, &drawn).into_iter().map(|x| x as f32).collect() };
+    let i32s = |v: &[i64]| -> Vec<i32> { pick(v, &drawn).into_iter().map(|x| x as i32).collect() };
+    let label = i32s(&label);
+    let classes = label.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
+    let label_names: Vec<String> = match page.label_names {
+        Some(names) => names.to_vec(),
+        None => (0..classes).map(|k| k.to_string()).collect(),
+    };
+    Ok(pb::DataMap {
+        job_id: String::new(),
+        title: page.title.to_string(),
+        epochs: epochs as u32,
+        samples: n as u64,
+        r#final: true,
+        label_names,
+        note: notes.join("; "),
+        sample_id: drawn.as_ref().map(|r| r.iter().map(|&i| i as u32).collect()).unwrap_or_default(),
+        label,
+        confidence: f32s(&confidence),
+        variability: f32s(&variability),
+        correctness: f32s(&correctness),
+        aum: f32s(&aum),
+        // Forgetting events above 255 are shown as 255.
+        forgetting_events: pick(&forgetting, &drawn).into_iter().map(|f| f.clamp(0, 255) as u8).collect(),
+        region: pick(&region, &drawn),
+        suspects: suspect_ids.iter().map(|&s| s as u32).collect(),
+        most_predicted: page.suspects.iter().map(|s| s.most_predicted.map(|p| p as i32).unwrap_or(-1)).collect(),
+        ids: page.ids.map(|ids| pick(ids, &drawn)).unwrap_or_default(),
+        // Without texts the page shows ids or sample ids.
+        texts: page.texts.map(|t| pick(t, &drawn).iter().map(|s| cut_text(s)).collect()).unwrap_or_default(),
+    })
+}
 
-    // One buffer, each column 4-byte aligned.
+/// A text as the page shows it: at most [`TEXT_CHARS`] characters.
+pub fn cut_text(s: &str) -> String {
+    s.chars().take(TEXT_CHARS).collect()
+}
+
+/// The page's form of a map: its metadata (JSON) and one little-endian buffer
+/// of its columns, each 4-byte aligned, at the offsets the metadata names.
+/// Texts and ids are not included (they travel as JSON arrays).
+pub fn encode(map: &pb::DataMap) -> (serde_json::Value, Vec<u8>) {
+    let points = map.label.len();
     let mut buf: Vec<u8> = Vec::with_capacity(points * 26);
     let mut columns = serde_json::Map::new();
     let mut put = |name: &str, ty: &str, bytes: &[u8], buf: &mut Vec<u8>| {
@@ -150,46 +189,48 @@ pub fn render(page: &Page) -> Result<String> {
         columns.insert(name.into(), serde_json::json!([buf.len(), ty]));
         buf.extend_from_slice(bytes);
     };
-    let f32s = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect() };
-    let i32s = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect() };
-    if let Some(rows) = &drawn {
-        // Sampled: point k is sample rows[k].
-        put("sample_id", "i32", &rows.iter().flat_map(|&r| (r as i32).to_le_bytes()).collect::<Vec<u8>>(), &mut buf);
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let i32s = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    if !map.sample_id.is_empty() {
+        // Sampled: point k is sample sample_id[k].
+        put("sample_id", "i32", &map.sample_id.iter().flat_map(|&r| (r as i32).to_le_bytes()).collect::<Vec<u8>>(), &mut buf);
     }
-    put("label", "i32", &i32s(&label), &mut buf);
-    put("confidence", "f32", &f32s(&confidence), &mut buf);
-    put("variability", "f32", &f32s(&variability), &mut buf);
-    put("correctness", "f32", &f32s(&correctness), &mut buf);
-    put("aum", "f32", &f32s(&aum), &mut buf);
-    // Forgetting events above 255 are shown as 255.
-    put("forgetting_events", "u8", &forgetting.iter().map(|&f| f.clamp(0, 255) as u8).collect::<Vec<u8>>(), &mut buf);
-    put("region", "u8", &region, &mut buf);
-
-    let classes = label.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
-    let label_names: Vec<String> = match page.label_names {
-        Some(names) => names.to_vec(),
-        None => (0..classes).map(|k| k.to_string()).collect(),
-    };
+    put("label", "i32", &i32s(&map.label), &mut buf);
+    put("confidence", "f32", &f32s(&map.confidence), &mut buf);
+    put("variability", "f32", &f32s(&map.variability), &mut buf);
+    put("correctness", "f32", &f32s(&map.correctness), &mut buf);
+    put("aum", "f32", &f32s(&map.aum), &mut buf);
+    put("forgetting_events", "u8", &map.forgetting_events, &mut buf);
+    put("region", "u8", &map.region, &mut buf);
+    let most_predicted: Vec<(u32, i32)> =
+        map.suspects.iter().zip(&map.most_predicted).filter(|(_, &p)| p >= 0).map(|(&s, &p)| (s, p)).collect();
     let meta = serde_json::json!({
-        "title": page.title,
+        "job_id": map.job_id,
+        "title": map.title,
         "n": points,
-        "samples": n,
-        "note": note,
-        "epochs": epochs,
-        "label_names": label_names,
+        "samples": map.samples,
+        "note": if map.note.is_empty() { None } else { Some(&map.note) },
+        "epochs": map.epochs.max(1),
+        "final": map.r#final,
+        "label_names": map.label_names,
         "columns": columns,
-        "suspects": page.suspects.iter().map(|s| s.sample_id).collect::<Vec<_>>(),
+        "suspects": map.suspects,
         "most_predicted": most_predicted,
     });
-    // Without texts or ids the page shows sample ids: nothing to parse.
-    let texts: Vec<String> = match page.texts {
-        Some(t) => pick(t, &drawn).iter().map(|s| s.chars().take(TEXT_CHARS).collect()).collect(),
-        None => Vec::new(),
-    };
-    let ids: Vec<String> = page.ids.map(|ids| pick(ids, &drawn)).unwrap_or_default();
+    (meta, buf)
+}
+
+/// The page's HTML.
+pub fn render(page: &Page) -> Result<String> {
+    Ok(render_map(&data_map(page)?))
+}
+
+/// The HTML of a map: one self-contained file.
+pub fn render_map(map: &pb::DataMap) -> String {
+    let (meta, buf) = encode(map);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&buf);
-    let title = html_escape(page.title);
-    Ok(format!(
+    let title = html_escape(&map.title);
+    format!(
         "{head}<title>{title}</title>{STYLE}</head><body>{BODY}\
 <script id=\"carto-meta\" type=\"application/json\">{meta}</script>\
 <script id=\"carto-data\" type=\"application/octet-stream\">{b64}</script>\
@@ -198,10 +239,10 @@ pub fn render(page: &Page) -> Result<String> {
 <script>{SCRIPT}</script></body></html>\n",
         head = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         meta = json_in_script(&meta),
-        texts = json_in_script(&serde_json::json!(texts)),
-        ids = json_in_script(&serde_json::json!(ids)),
+        texts = json_in_script(&serde_json::json!(map.texts)),
+        ids = json_in_script(&serde_json::json!(map.ids)),
         SCRIPT = SCRIPT.replace("</script", "<\\/script"),
-    ))
+    )
 }
 
 fn html_escape(s: &str) -> String {
@@ -214,7 +255,7 @@ pub fn write(page: &Page, path: &Path) -> Result<()> {
     crate::outputs::write_text_atomic(path, &html)
 }
 
-const STYLE: &str = r#"<style>
+pub const STYLE: &str = r#"<style>
 body{font:14px system-ui,sans-serif;margin:0;display:grid;grid-template-columns:minmax(480px,1fr) 420px;grid-template-rows:auto minmax(0,1fr);height:100vh;overflow:hidden;color:#222}
 header{grid-column:1/3;padding:8px 14px;border-bottom:1px solid #ddd}
 header h1{font-size:17px;margin:0}
@@ -231,9 +272,13 @@ table.rows{border-collapse:collapse;font-size:12px;width:100%}table.rows td,tabl
 #review{border:1px solid #bbb;padding:8px;margin:8px 0;background:#fafafa}.decided{color:#2a7}
 button{margin:2px}
 #band{position:fixed;border:1px dashed #333;background:#3331;pointer-events:none}
+body.live{grid-template-rows:auto auto minmax(0,1fr)}
+#jobs{grid-column:1/3;max-height:28vh;overflow:auto;padding:4px 14px;border-bottom:1px solid #ddd}
+#jobs tbody tr{cursor:pointer}#jobs tr.current{background:#e8eefc}#live-status{color:#666;font-size:12px}
+#login{position:fixed;inset:0;background:#fffe;z-index:10;display:flex;align-items:center;justify-content:center}#login[hidden]{display:none}
 </style>"#;
 
-const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div id="legend"></div></header>
+pub const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div id="legend"></div></header>
 <div id="plotbox"><canvas id="plot"></canvas><span id="ylab">confidence (0 … 1)</span><span id="xlab">variability (0 … <span id="xmax"></span>)</span></div>
 <aside>
 <p><b>Filter</b> <span id="shown"></span></p>

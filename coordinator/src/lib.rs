@@ -8,6 +8,8 @@
 //! - [`record`]: `job.json`, the one typed reader and writer.
 //! - [`aggregator`]: where a batch is merged (validation, staging, commit).
 //! - [`service`] / [`server`]: the gRPC services, health and reflection.
+//! - [`datamap_html`]: `datamap.html`; [`live`]: a job's map as it stands (GetDataMap);
+//!   [`http`]: the live page of `carto serve --http` / `carto run --ui`, a gateway over JobService.
 //! - [`outputs`]: `metrics.parquet`, dynamics partitions, `job.json`.
 //! - [`recompute`] / [`allenai`]: metrics from stored dynamics, or from the paper's files.
 //! - [`run`] / [`cli`]: `carto run` (embedded coordinator + worker processes) and the CLI.
@@ -23,7 +25,9 @@ pub mod effects;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod locking;
 pub mod outputs;
 pub mod placement;

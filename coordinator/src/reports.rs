@@ -107,16 +107,21 @@ pub fn suspects_report_of(
     Ok((rows, ctx))
 }
 
+/// A job's maps' title: its name (or its dataset's file name), model and epochs.
+pub fn job_title(spec: &JobSpec) -> String {
+    let name = spec.name.clone().or_else(|| {
+        spec.data.as_deref().and_then(|d| Path::new(d).file_name()).map(|f| f.to_string_lossy().into_owned())
+    });
+    format!("{} — {} model, {} epochs", name.unwrap_or_default(), spec.model(), spec.epochs())
+}
+
 /// Writes the data map and the suspects of a finished job into `out`.
 /// Returns one line per output that could not be written (the job's
 /// metrics stand regardless).
 pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>) -> Vec<String> {
     let metrics = out.join(outputs::METRICS_FILE);
     let mut problems = Vec::new();
-    let title = spec.name.clone().or_else(|| {
-        spec.data.as_deref().and_then(|d| Path::new(d).file_name()).map(|f| f.to_string_lossy().into_owned())
-    });
-    let title = format!("{} — {} model, {} epochs", title.unwrap_or_default(), spec.model(), spec.epochs());
+    let title = job_title(spec);
     for name in [DATAMAP_PNG, DATAMAP_SVG] {
         let path = out.join(name);
         let tmp = outputs::in_progress_path(&path).with_extension(path.extension().unwrap_or_default());

@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// finished epoch, at most this many times (like torchrun's --max-restarts).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub max_restarts: u32,
+    /// Serve the live page (the job's progress and its data map, redrawn after
+    /// every epoch) on this loopback address [default: 127.0.0.1, any free port];
+    /// its address, with a token of its own in the fragment, is printed.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub ui: Option<String>,
 }
 
 /// The `carto-worker` binary to start.
@@ -197,9 +202,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
     // Validates the dataset and prepares --out before any worker starts.
     let job = coord.submit(spec.clone(), args.overwrite).await?;
     let token = job_token();
-    let security = Security { user_token: Some(token.clone()), worker_token: Some(token.clone()), tls: None };
+    // The page's user gets a token of its own: it can read jobs, not join as a worker.
+    let user_token = if args.ui.is_some() { job_token() } else { token.clone() };
+    let security = Security { user_token: Some(user_token.clone()), worker_token: Some(token.clone()), tls: None };
     let server = Embedded::start_with(coord.clone(), "127.0.0.1:0", security).await?;
     let url = server.url();
+    let page = match &args.ui {
+        Some(addr) => {
+            let page = crate::http::LivePage::start(coord.clone(), addr, Some(user_token.clone()), false).await?;
+            // On the terminal only, never in a log: the token rides in the
+            // fragment, which the browser keeps to itself.
+            eprintln!("carto: live page at {}", page.url(Some(&user_token)));
+            Some(page)
+        }
+        None => None,
+    };
     let mut children = Vec::new();
     for rank in 0..spec.workers() {
         children.push(spawn_worker(&worker_bin, &url, &token, rank, spec.workers(), spec.device())?);
@@ -256,6 +273,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
         if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
             let _ = c.kill().await;
         }
+    }
+    if let Some(page) = page {
+        page.shutdown().await?;
     }
     server.shutdown().await?;
     Ok(final_job)

@@ -87,6 +87,11 @@ impl JobService for JobApi {
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Rpc<pb::Job> {
         Ok(Response::new(self.0.cancel(&req.into_inner().job_id)?))
     }
+
+    async fn get_data_map(&self, req: Request<pb::GetDataMapRequest>) -> Rpc<pb::DataMap> {
+        let req = req.into_inner();
+        Ok(Response::new(self.0.data_map(&req.job_id, req.with_texts).await?))
+    }
 }
 
 #[tonic::async_trait]

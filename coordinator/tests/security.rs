@@ -577,6 +577,9 @@ impl pb::job_service_server::JobService for Paged {
     async fn cancel_job(&self, _: tonic::Request<pb::CancelJobRequest>) -> Result<tonic::Response<pb::Job>, tonic::Status> {
         Err(tonic::Status::unimplemented("test"))
     }
+    async fn get_data_map(&self, _: tonic::Request<pb::GetDataMapRequest>) -> Result<tonic::Response<pb::DataMap>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
 }
 
 /// `carto list` (the real binary) against a coordinator with 250 jobs that

@@ -216,6 +216,56 @@ class JobEvent(_message.Message):
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
+class GetDataMapRequest(_message.Message):
+    __slots__ = ("job_id", "with_texts")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    with_texts: bool
+    def __init__(self, job_id: _Optional[str] = ..., with_texts: _Optional[bool] = ...) -> None: ...
+
+class DataMap(_message.Message):
+    __slots__ = ("job_id", "title", "epochs", "samples", "final", "label_names", "note", "sample_id", "label", "confidence", "variability", "correctness", "aum", "forgetting_events", "region", "suspects", "most_predicted", "ids", "texts")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    VARIABILITY_FIELD_NUMBER: _ClassVar[int]
+    CORRECTNESS_FIELD_NUMBER: _ClassVar[int]
+    AUM_FIELD_NUMBER: _ClassVar[int]
+    FORGETTING_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTS_FIELD_NUMBER: _ClassVar[int]
+    MOST_PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    title: str
+    epochs: int
+    samples: int
+    final: bool
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    note: str
+    sample_id: _containers.RepeatedScalarFieldContainer[int]
+    label: _containers.RepeatedScalarFieldContainer[int]
+    confidence: _containers.RepeatedScalarFieldContainer[float]
+    variability: _containers.RepeatedScalarFieldContainer[float]
+    correctness: _containers.RepeatedScalarFieldContainer[float]
+    aum: _containers.RepeatedScalarFieldContainer[float]
+    forgetting_events: bytes
+    region: bytes
+    suspects: _containers.RepeatedScalarFieldContainer[int]
+    most_predicted: _containers.RepeatedScalarFieldContainer[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., title: _Optional[str] = ..., epochs: _Optional[int] = ..., samples: _Optional[int] = ..., final: _Optional[bool] = ..., label_names: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., sample_id: _Optional[_Iterable[int]] = ..., label: _Optional[_Iterable[int]] = ..., confidence: _Optional[_Iterable[float]] = ..., variability: _Optional[_Iterable[float]] = ..., correctness: _Optional[_Iterable[float]] = ..., aum: _Optional[_Iterable[float]] = ..., forgetting_events: _Optional[bytes] = ..., region: _Optional[bytes] = ..., suspects: _Optional[_Iterable[int]] = ..., most_predicted: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RegisterRequest(_message.Message):
     __slots__ = ("protocol_version", "hostname", "devices", "advertise_host", "name", "rendezvous_port")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]

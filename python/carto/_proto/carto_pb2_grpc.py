@@ -59,6 +59,11 @@ class JobServiceStub:
                 request_serializer=carto_dot_v1_dot_carto__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=carto_dot_v1_dot_carto__pb2.Job.FromString,
                 _registered_method=True)
+        self.GetDataMap = channel.unary_unary(
+                '/carto.v1.JobService/GetDataMap',
+                request_serializer=carto_dot_v1_dot_carto__pb2.GetDataMapRequest.SerializeToString,
+                response_deserializer=carto_dot_v1_dot_carto__pb2.DataMap.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -94,6 +99,12 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDataMap(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=carto_dot_v1_dot_carto__pb2.CancelJobRequest.FromString,
                     response_serializer=carto_dot_v1_dot_carto__pb2.Job.SerializeToString,
+            ),
+            'GetDataMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataMap,
+                    request_deserializer=carto_dot_v1_dot_carto__pb2.GetDataMapRequest.FromString,
+                    response_serializer=carto_dot_v1_dot_carto__pb2.DataMap.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class JobService:
             '/carto.v1.JobService/CancelJob',
             carto_dot_v1_dot_carto__pb2.CancelJobRequest.SerializeToString,
             carto_dot_v1_dot_carto__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carto.v1.JobService/GetDataMap',
+            carto_dot_v1_dot_carto__pb2.GetDataMapRequest.SerializeToString,
+            carto_dot_v1_dot_carto__pb2.DataMap.FromString,
             options,
             channel_credentials,
             insecure,
