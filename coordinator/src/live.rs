@@ -133,6 +133,9 @@ impl MapCache {
         map.r#final = finished;
         if !finished {
             map.epochs = src.committed;
+            let of = if src.spec.is_external() { String::new() } else { format!(" of {}", src.spec.epochs()) };
+            let live = format!("live: the metrics over the first {}{of} epochs, redrawn after each epoch", src.committed);
+            map.note = if map.note.is_empty() { live } else { format!("{live}; {}", map.note) };
         }
         Ok(map)
     }

@@ -66,7 +66,7 @@ function jobRow(j, current) {
   const bar = pct === null ? '' : `<progress max="100" value="${pct}"></progress> ${pct}%`;
   return (
     `<tr data-job="${escapeHtml(j.id)}"${current ? ' class="current"' : ''}>` +
-    `<td>${escapeHtml(j.id.slice(0, 8))}</td><td>${escapeHtml(j.name || '')}</td>` +
+    `<td>${escapeHtml(j.id)}</td><td>${escapeHtml(j.name || (j.spec?.data || '').split('/').pop())}</td>` +
     `<td>${escapeHtml(j.state)}${j.error ? ': ' + escapeHtml(j.error) : ''}</td><td>${epoch}</td>` +
     `<td>${fixed(shown.loss, 4)}</td><td>${fixed(shown.accuracy, 4)}</td><td>${fixed(shown.samples_per_sec, 0)}</td>` +
     `<td>${bar}</td></tr>`
