@@ -172,6 +172,10 @@ pub struct MapArgs {
     /// The title line [default: the metrics file's name].
     #[arg(long)]
     pub title: Option<String>,
+    /// .html: past this many samples, draw every suspect and a uniform sample
+    /// of half as many over a density layer of all of them.
+    #[arg(long, default_value_t = crate::datamap_html::MAX_POINTS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    pub max_points: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -434,7 +438,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Map(a) => {
             let title = a.title.clone().unwrap_or_else(|| a.metrics.display().to_string());
-            crate::reports::write_map(&a.metrics, &a.out, &title)?;
+            crate::reports::write_map(&a.metrics, &a.out, &title, a.max_points as usize)?;
             println!("carto: wrote {}", a.out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -26,10 +26,11 @@ const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/datamap.js"));
 /// Texts longer than this are cut in the page (the file stays small).
 const TEXT_CHARS: usize = 500;
 /// Up to this many samples the page draws every one (1M: 28 MiB, drawn in
-/// under 3 s); beyond it, every suspect and a uniform sample of
-/// [`SAMPLED_POINTS`], said on the page.
+/// under 3 s); beyond it (`max_points`), every suspect and a uniform sample of
+/// half as many, over a density layer of all samples, said on the page.
 pub const MAX_POINTS: usize = 2_000_000;
-pub const SAMPLED_POINTS: usize = 1_000_000;
+/// Cells per axis of the density layer.
+pub const DENSITY_BINS: usize = 256;
 
 /// The rows a page of `n` samples draws: all of them, or (past `max`) every
 /// suspect and every ⌈n / `sample`⌉-th row, in row order.
@@ -53,6 +54,20 @@ pub struct Page<'a> {
     pub texts: Option<&'a [String]>,
     /// suspects.csv's rows, in order.
     pub suspects: &'a [Suspect],
+    /// Past this many samples the page is sampled ([`MAX_POINTS`] by default).
+    pub max_points: usize,
+}
+
+/// Every sample counted in a `bins` × `bins` grid over variability
+/// [0, its maximum] × confidence [0, 1], row-major from confidence 0 up.
+pub fn density(variability: &[f64], confidence: &[f64], bins: usize) -> (Vec<u32>, f64) {
+    let max_var = variability.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-9);
+    let mut grid = vec![0u32; bins * bins];
+    let cell = |x: f64| ((x * bins as f64) as usize).min(bins - 1);
+    for (v, c) in variability.iter().zip(confidence) {
+        grid[cell(c.clamp(0.0, 1.0)) * bins + cell((v / max_var).clamp(0.0, 1.0))] += 1;
+    }
+    (grid, max_var)
 }
 
 fn f64s(b: &RecordBatch, name: &str) -> Result<Vec<f64>> {
@@ -117,7 +132,12 @@ pub fn data_map(page: &Page) -> Result<pb::DataMap> {
         return Err(CartoError::invalid("metrics: sample_id must be the row index 0..n, in order"));
     }
     let suspect_ids: Vec<usize> = page.suspects.iter().map(|s| s.sample_id).collect();
-    let drawn = drawn_rows(n, &suspect_ids, MAX_POINTS, SAMPLED_POINTS);
+    let sample = (page.max_points / 2).max(1);
+    let drawn = drawn_rows(n, &suspect_ids, page.max_points, sample);
+    let (density, density_max_variability) = match &drawn {
+        Some(_) => density(&variability, &confidence, DENSITY_BINS),
+        None => (Vec::new(), 0.0),
+    };
     // The drawn rows of a column (all of them when nothing is sampled).
     fn pick<T: Clone>(v: &[T], rows: &Option<Vec<usize>>) -> Vec<T> {
         match rows {
@@ -128,10 +148,10 @@ pub fn data_map(page: &Page) -> Result<pb::DataMap> {
     let mut notes = Vec::new();
     if let Some(r) = &drawn {
         notes.push(format!(
-            "{n} samples: the page draws {} of them — every one of the {} suspects and a uniform sample (every {}th)",
+            "{n} samples: the page draws {} of them — every one of the {} suspects and a uniform sample (every {}th) — over the density of all {n} (shaded)",
             r.len(),
             suspect_ids.len(),
-            n.div_ceil(SAMPLED_POINTS)
+            n.div_ceil(sample)
         ));
     }
     if unobserved > 0 {
@@ -167,6 +187,9 @@ pub fn data_map(page: &Page) -> Result<pb::DataMap> {
         ids: page.ids.map(|ids| pick(ids, &drawn)).unwrap_or_default(),
         // Without texts the page shows ids or sample ids.
         texts: page.texts.map(|t| pick(t, &drawn).iter().map(|s| cut_text(s)).collect()).unwrap_or_default(),
+        density_bins: if density.is_empty() { 0 } else { DENSITY_BINS as u32 },
+        density,
+        density_max_variability: density_max_variability as f32,
     })
 }
 
@@ -202,6 +225,17 @@ pub fn encode(map: &pb::DataMap) -> (serde_json::Value, Vec<u8>) {
     put("aum", "f32", &f32s(&map.aum), &mut buf);
     put("forgetting_events", "u8", &map.forgetting_events, &mut buf);
     put("region", "u8", &map.region, &mut buf);
+    // Not a per-point column: its own entry in the metadata.
+    let density = if map.density.is_empty() {
+        serde_json::Value::Null
+    } else {
+        while buf.len() % 4 != 0 {
+            buf.push(0);
+        }
+        let offset = buf.len();
+        buf.extend(map.density.iter().flat_map(|c| c.to_le_bytes()));
+        serde_json::json!({ "offset": offset, "bins": map.density_bins, "max_variability": map.density_max_variability })
+    };
     let most_predicted: Vec<(u32, i32)> =
         map.suspects.iter().zip(&map.most_predicted).filter(|(_, &p)| p >= 0).map(|(&s, &p)| (s, p)).collect();
     let meta = serde_json::json!({
@@ -216,6 +250,7 @@ pub fn encode(map: &pb::DataMap) -> (serde_json::Value, Vec<u8>) {
         "columns": columns,
         "suspects": map.suspects,
         "most_predicted": most_predicted,
+        "density": density,
     });
     (meta, buf)
 }
@@ -261,7 +296,8 @@ header{grid-column:1/3;padding:8px 14px;border-bottom:1px solid #ddd}
 header h1{font-size:17px;margin:0}
 #note{color:#666;font-size:12px}
 #plotbox{position:relative;padding:8px 8px 28px 40px;min-height:0;box-sizing:border-box}
-#plot{width:100%;height:100%;display:block;border:1px solid #ddd}
+#plot{width:100%;height:100%;display:block;border:1px solid #ddd;position:relative;z-index:1}
+#density{position:absolute;pointer-events:none;z-index:0}
 #ylab{position:absolute;left:4px;top:45%;transform:rotate(-90deg);font-size:12px;color:#555}
 #xlab{position:absolute;bottom:6px;left:45%;font-size:12px;color:#555}
 aside{overflow:auto;padding:8px 12px;border-left:1px solid #ddd}
@@ -279,7 +315,7 @@ body.live{grid-template-rows:auto auto minmax(0,1fr)}
 </style>"#;
 
 pub const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div id="legend"></div></header>
-<div id="plotbox"><canvas id="plot"></canvas><span id="ylab">confidence (0 … 1)</span><span id="xlab">variability (0 … <span id="xmax"></span>)</span></div>
+<div id="plotbox"><canvas id="density"></canvas><canvas id="plot"></canvas><span id="ylab">confidence (0 … 1)</span><span id="xlab">variability (0 … <span id="xmax"></span>)</span></div>
 <aside>
 <p><b>Filter</b> <span id="shown"></span></p>
 <div id="labels"></div>
@@ -296,6 +332,19 @@ pub const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_density_layer_counts_every_sample_in_its_cell() {
+        let var = [0.0, 0.5, 1.0, 0.25, f64::NAN];
+        let conf = [0.0, 0.5, 1.0, 0.99, 0.1];
+        let (grid, max) = density(&var, &conf, 4);
+        assert_eq!(max, 1.0);
+        assert_eq!(grid.iter().sum::<u32>(), 5, "every sample, NaN ones in the first column");
+        assert_eq!(grid[0], 2, "(0, 0) and the NaN variability at confidence 0.1");
+        assert_eq!(grid[2 * 4 + 2], 1, "(0.5, 0.5)");
+        assert_eq!(grid[3 * 4 + 3], 1, "the maxima fall in the last cell");
+        assert_eq!(grid[3 * 4 + 1], 1, "(0.25, 0.99)");
+    }
 
     #[test]
     fn past_the_cap_the_page_draws_every_suspect_and_a_uniform_sample() {

@@ -127,6 +127,7 @@ impl MapCache {
             ids: ids.as_deref(),
             texts: None,
             suspects: &rows,
+            max_points: crate::datamap_html::MAX_POINTS,
         };
         let mut map = datamap_html::data_map(&page)?;
         map.job_id = src.job_id.clone();

@@ -24,8 +24,9 @@ pub fn job_spec_beside(metrics: &Path) -> Option<JobSpec> {
     crate::record::JobRecord::beside(metrics).map(|r| r.resolved_spec())
 }
 
-/// Renders the data map of `metrics` to `path` (.png, .svg or .html by extension).
-pub fn write_map(metrics: &Path, path: &Path, title: &str) -> Result<()> {
+/// Renders the data map of `metrics` to `path` (.png, .svg or .html by
+/// extension; a page of more than `max_points` samples is sampled).
+pub fn write_map(metrics: &Path, path: &Path, title: &str, max_points: usize) -> Result<()> {
     let static_map = |render: fn(&MapData, &MapStyle, &Path) -> Result<()>| {
         let mut data = MapData::from_metrics_file(metrics)?;
         data.title = title.to_string();
@@ -44,6 +45,7 @@ pub fn write_map(metrics: &Path, path: &Path, title: &str) -> Result<()> {
                 ids: ctx.ids.as_deref(),
                 texts: ctx.texts.as_deref(),
                 suspects: &rows,
+                max_points,
             };
             crate::datamap_html::write(&page, path)
         }
@@ -125,7 +127,7 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
     for name in [DATAMAP_PNG, DATAMAP_SVG] {
         let path = out.join(name);
         let tmp = outputs::in_progress_path(&path).with_extension(path.extension().unwrap_or_default());
-        match write_map(&metrics, &tmp, &title).and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))) {
+        match write_map(&metrics, &tmp, &title, crate::datamap_html::MAX_POINTS).and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| CartoError::io(&path, e))) {
             Ok(()) => {}
             Err(e) => problems.push(format!("{name}: {e}")),
         }
@@ -154,6 +156,7 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
             ids: ctx.ids.as_deref(),
             texts: ctx.texts.as_deref(),
             suspects: &rows,
+            max_points: crate::datamap_html::MAX_POINTS,
         };
         crate::datamap_html::write(&page, &out.join(DATAMAP_HTML)).map_err(|e| CartoError::invalid(format!("{DATAMAP_HTML}: {e}")))
     })();

@@ -131,3 +131,33 @@ def test_a_review_exports_relabels_csv_that_carto_relabel_applies(job, browser, 
     assert out.height == pl.read_csv(ROOT / "examples/rotten_tomatoes/reviews-2k.csv").height - 1, "one row dropped"
     assert int(out["carto_relabelled"].sum()) == 1
     assert not errors, errors
+
+
+def test_a_sampled_page_draws_suspects_and_a_sample_over_the_density_of_all(job, browser, tmp_path):
+    m = pl.read_parquet(job / "metrics.parquet")
+    suspects = set(pl.read_csv(job / "suspects.csv")["sample_id"].to_list())
+    out = tmp_path / "sampled.html"
+    subprocess.run([os.environ["CARTO_BIN"], "map", "--metrics", str(job / "metrics.parquet"), "--out", str(out),
+                    "--max-points", "600"], check=True, capture_output=True)
+    page, errors = open_map(browser, out)
+    # Every ⌈n / 300⌉-th sample and every suspect, each once.
+    stride = -(-m.height // 300)
+    want = set(range(0, m.height, stride)) | suspects
+    assert page.evaluate("window.cartoMap.n") == len(want) < m.height
+    assert page.evaluate("window.cartoMap.density") == {"bins": 256, "total": m.height}
+    assert "density" in page.inner_text("#note")
+    # The layer is drawn under the points: shaded pixels on its canvas.
+    count_shaded = """(() => { const c = document.getElementById('density');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let k = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) k++; return k; })()"""
+    shaded = page.evaluate(count_shaded)
+    assert shaded > 500, shaded
+    # Zooming moves the layer with the points.
+    before = page.evaluate("window.cartoMap.screenOfData(0, 1)")
+    x, y = page.evaluate("window.cartoMap.screenOfData(0.05, 0.5)")
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"window.cartoMap.screenOfData(0, 1)[0] !== {before[0]}", timeout=5000)
+    page.wait_for_timeout(300)
+    assert page.evaluate(count_shaded) != shaded, "the layer follows the camera"
+    assert not errors, errors

@@ -58,7 +58,7 @@ function download(name, rows) {
 // to their new places when their number is unchanged).
 export async function mountMap(data) {
   // The current map; every handler below reads these.
-  let meta, cols, n, sid, point, predictedOf, textOf, idOf, names, maxVar, x, y, z, buckets;
+  let meta, cols, n, sid, point, predictedOf, textOf, idOf, names, maxVar, x, y, z, buckets, density;
   const labelName = (k) => names[k] ?? String(k);
   const load = (d) => {
     meta = d.meta;
@@ -82,6 +82,9 @@ export async function mountMap(data) {
     $('note').textContent = meta.note || '';
     // Axes: variability on x (0 … its maximum), confidence on y (0 … 1), both mapped to [-1, 1].
     maxVar = Math.max(1e-9, cols.variability.reduce((m, v) => (v > m ? v : m), 0));
+    // A sampled map: the density of every sample, shaded under the points.
+    density = meta.density ? densityImage(meta.density, d.buf, d.base || 0) : null;
+    if (density) maxVar = Math.max(maxVar, density.maxVariability);
     x = new Float32Array(n);
     y = new Float32Array(n);
     z = new Float32Array(n);
@@ -113,10 +116,37 @@ export async function mountMap(data) {
     colorBy: 'valueA',
     lassoColor: [0.1, 0.1, 0.1, 1],
     lassoMinDelay: 10,
-    backgroundColor: [1, 1, 1, 1],
+    // Transparent over a density layer.
+    backgroundColor: density ? [1, 1, 1, 0] : [1, 1, 1, 1],
   });
+  const densityCanvas = $('density');
+  const drawDensity = () => {
+    const r = canvas.getBoundingClientRect();
+    const box = canvas.parentElement.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    Object.assign(densityCanvas.style, {
+      left: r.left - box.left + 'px',
+      top: r.top - box.top + 'px',
+      width: r.width + 'px',
+      height: r.height + 'px',
+    });
+    densityCanvas.width = Math.round(r.width * dpr);
+    densityCanvas.height = Math.round(r.height * dpr);
+    const ctx = densityCanvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, r.width, r.height);
+    if (!density) return;
+    // The grid's corners where the camera puts them: (0, 1) top left, (max, 0) bottom right.
+    const view = sp.get('cameraView');
+    const [x0, y0] = project(view, -1, 1, r, aspect);
+    const [x1, y1] = project(view, (density.maxVariability / maxVar) * 2 - 1, -1, r, aspect);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(density.image, x0 - r.left, y0 - r.top, x1 - x0, y1 - y0);
+  };
+  sp.subscribe('view', drawDensity);
   const t0 = performance.now();
   await sp.draw({ x, y, valueA: z }, { zDataType: 'categorical' });
+  drawDensity();
   window.cartoMap = {
     get n() {
       return n;
@@ -125,6 +155,10 @@ export async function mountMap(data) {
       return meta.epochs;
     },
     drawMs: performance.now() - t0,
+    // The density layer of a sampled map (tests read its total).
+    get density() {
+      return density && { bins: density.bins, total: density.total };
+    },
     scatterplot: sp,
     selected: [],
     filtered: null,
@@ -307,18 +341,46 @@ export async function mountMap(data) {
       load(d);
       const same = n === before;
       if (names.join('\n') !== namesBefore) labelBoxes();
-      sp.set({ pointColor: palette(buckets) });
+      sp.set({ pointColor: palette(buckets), backgroundColor: density ? [1, 1, 1, 0] : [1, 1, 1, 1] });
       const again = selected.map(point).filter((i) => i !== undefined);
       await sp.draw(
         { x, y, valueA: z },
         { transition: same, transitionDuration: 600, preventFilterReset: false, zDataType: 'categorical' },
       );
+      drawDensity();
       applyFilters();
       if (again.length) sp.select(again);
       else showSelection([]);
       review.refresh();
     },
   };
+}
+
+// The density grid (bins × bins counts, row-major from confidence 0 up) as
+// an image: darker where more samples are, on a log scale.
+function densityImage(d, buf, base) {
+  const counts = new Uint32Array(buf, base + d.offset, d.bins * d.bins);
+  let max = 0;
+  let total = 0;
+  for (const c of counts) {
+    total += c;
+    if (c > max) max = c;
+  }
+  const image = document.createElement('canvas');
+  image.width = image.height = d.bins;
+  const ctx = image.getContext('2d');
+  const pixels = ctx.createImageData(d.bins, d.bins);
+  const scale = Math.log1p(max) || 1;
+  for (let row = 0; row < d.bins; row++) {
+    for (let col = 0; col < d.bins; col++) {
+      const c = counts[row * d.bins + col];
+      // Image rows run from the top: confidence 1 first.
+      const p = ((d.bins - 1 - row) * d.bins + col) * 4;
+      pixels.data.set([60, 80, 130, c ? Math.round(40 + 180 * (Math.log1p(c) / scale)) : 0], p);
+    }
+  }
+  ctx.putImageData(pixels, 0, 0);
+  return { image, bins: d.bins, total, maxVariability: d.max_variability };
 }
 
 // The client position of data point (x, y): regl-scatterplot's model

@@ -225,7 +225,7 @@ class GetDataMapRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., with_texts: _Optional[bool] = ...) -> None: ...
 
 class DataMap(_message.Message):
-    __slots__ = ("job_id", "title", "epochs", "samples", "final", "label_names", "note", "sample_id", "label", "confidence", "variability", "correctness", "aum", "forgetting_events", "region", "suspects", "most_predicted", "ids", "texts")
+    __slots__ = ("job_id", "title", "epochs", "samples", "final", "label_names", "note", "sample_id", "label", "confidence", "variability", "correctness", "aum", "forgetting_events", "region", "suspects", "most_predicted", "ids", "texts", "density", "density_bins", "density_max_variability")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,9 @@ class DataMap(_message.Message):
     MOST_PREDICTED_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_BINS_FIELD_NUMBER: _ClassVar[int]
+    DENSITY_MAX_VARIABILITY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     title: str
     epochs: int
@@ -264,7 +267,10 @@ class DataMap(_message.Message):
     most_predicted: _containers.RepeatedScalarFieldContainer[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., title: _Optional[str] = ..., epochs: _Optional[int] = ..., samples: _Optional[int] = ..., final: _Optional[bool] = ..., label_names: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., sample_id: _Optional[_Iterable[int]] = ..., label: _Optional[_Iterable[int]] = ..., confidence: _Optional[_Iterable[float]] = ..., variability: _Optional[_Iterable[float]] = ..., correctness: _Optional[_Iterable[float]] = ..., aum: _Optional[_Iterable[float]] = ..., forgetting_events: _Optional[bytes] = ..., region: _Optional[bytes] = ..., suspects: _Optional[_Iterable[int]] = ..., most_predicted: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    density: _containers.RepeatedScalarFieldContainer[int]
+    density_bins: int
+    density_max_variability: float
+    def __init__(self, job_id: _Optional[str] = ..., title: _Optional[str] = ..., epochs: _Optional[int] = ..., samples: _Optional[int] = ..., final: _Optional[bool] = ..., label_names: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., sample_id: _Optional[_Iterable[int]] = ..., label: _Optional[_Iterable[int]] = ..., confidence: _Optional[_Iterable[float]] = ..., variability: _Optional[_Iterable[float]] = ..., correctness: _Optional[_Iterable[float]] = ..., aum: _Optional[_Iterable[float]] = ..., forgetting_events: _Optional[bytes] = ..., region: _Optional[bytes] = ..., suspects: _Optional[_Iterable[int]] = ..., most_predicted: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ..., density: _Optional[_Iterable[int]] = ..., density_bins: _Optional[int] = ..., density_max_variability: _Optional[float] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("protocol_version", "hostname", "devices", "advertise_host", "name", "rendezvous_port")
