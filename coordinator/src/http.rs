@@ -37,9 +37,10 @@ const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/live.js"));
 /// The first bytes of a map response (see [`map_frame`]).
 pub const MAP_MAGIC: &[u8; 4] = b"CMAP";
 
-/// regl compiles its shaders' drawing code at run time (`unsafe-eval`); the
-/// page loads nothing from anywhere else.
-const CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'unsafe-inline'; \
+/// regl compiles its shaders' drawing code at run time (`unsafe-eval`) and
+/// regl-scatterplot indexes large point sets in a worker made from a blob;
+/// the page loads nothing from anywhere else.
+const CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-eval'; worker-src blob:; style-src 'unsafe-inline'; \
                    connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 #[derive(Clone)]
@@ -209,6 +210,8 @@ pub fn router(coord: Arc<Coordinator>, user_token: Option<&str>, loopback: bool)
     Router::new()
         .route("/", get(index))
         .route("/live.js", get(script))
+        // Browsers ask; the page has none.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/jobs", get(jobs))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/map", get(map))
