@@ -78,6 +78,9 @@ pub struct Job {
     pub recovering_since: Option<Instant>,
     /// Why the job last had to be re-formed (shown while it recovers).
     pub last_fault: String,
+    /// Workers of the failed generation held back until heard from (see
+    /// [`WorkerRegistry::hold_back`]): the job does not shrink without them.
+    awaiting: Vec<String>,
     /// This job's record and checkpoints.
     pub dir: PathBuf,
     /// When the running generation last moved (a rank's sample count, a commit, its start).
@@ -125,6 +128,7 @@ impl Job {
             restarts: 0,
             recovering_since: None,
             last_fault: String::new(),
+            awaiting: vec![],
             dir: n.dir,
             last_progress: Instant::now(),
             progress_key: (0, 0),
@@ -383,6 +387,7 @@ impl JobManager {
                 cuda: j.spec.device() != "cpu",
                 global_batch: j.spec.batch_size() as usize,
                 recovering_for: j.recovering_since.map(|t| t.elapsed()),
+                awaiting: j.awaiting.iter().filter(|w| reg.is_held_back(w)).count(),
             })
             .collect();
         let mut fx = Effects::default();
@@ -411,6 +416,7 @@ impl JobManager {
             job.started_ms = now_ms();
         }
         job.recovering_since = None;
+        job.awaiting.clear();
         job.ranks = workers.clone();
         job.rank_progress = vec![None; workers.len()];
         job.last_progress = Instant::now();
@@ -581,12 +587,25 @@ impl JobManager {
     /// A running job lost a rank: within the restart budget its generation
     /// ends (ranks aborted, the unfinished epoch's dynamics discarded) and it
     /// waits to be re-formed from its last checkpoint; past it, it fails.
+    /// For faults on the coordinator's side or a hung trainer (which still
+    /// heartbeats): every rank's worker may be placed again at once.
     pub fn recover_or_fail(&mut self, job_id: &str, fault: String, reg: &mut WorkerRegistry) -> Effects {
+        self.reform(job_id, fault, &[], reg)
+    }
+
+    /// [`Self::recover_or_fail`] after a fault that may have killed workers:
+    /// `doubtful` (ranks of the failed generation that have not spoken since)
+    /// are held back until heard from. A killed worker stays registered until
+    /// its heartbeat timeout; placed again, it would host or join the next
+    /// generation's rendezvous and leave the live ranks waiting on it.
+    fn reform(&mut self, job_id: &str, fault: String, doubtful: &[String], reg: &mut WorkerRegistry) -> Effects {
         let max = self.config.max_restarts;
         let Ok(job) = self.job_mut(job_id) else { return Effects::default() };
         if job.state != pb::JobState::Running {
             return Effects::default();
         }
+        // Also when the job fails: a dead worker would stall another job's rendezvous.
+        let awaiting: Vec<String> = doubtful.iter().filter(|w| reg.hold_back(w)).cloned().collect();
         if job.spec.is_external() {
             // carto cannot restart the user's training loop.
             let msg = format!("{fault}; an external training loop cannot be re-formed: rerun it");
@@ -606,8 +625,10 @@ impl JobManager {
         }
         let (ranks, generation, restarts) = (std::mem::take(&mut job.ranks), job.generation, job.restarts);
         job.rank_progress.clear();
+        job.awaiting = awaiting;
         fx.extend(job.persist());
-        warn!(job = %job_id, generation, restarts, %fault, "re-forming the job from its last finished epoch");
+        let _span = info_span!("job", job = %job_id, generation).entered();
+        warn!(restarts, %fault, awaiting = ?job.awaiting, "re-forming the job from its last finished epoch");
         for wid in &ranks {
             if reg.release(wid, job_id) {
                 let abort = pb::Abort { job_id: job_id.to_string(), generation, reason: fault.clone() };
@@ -631,10 +652,14 @@ impl JobManager {
         self.check_claim(reg, claim)?;
         let text: String = req.message.chars().take(2000).collect();
         let message = if job.ranks.len() > 1 { format!("rank {}: {text}", req.rank) } else { text };
+        // The reporter just spoke; a peer whose death broke the collective
+        // has not been reaped yet and must not be placed again before it speaks.
+        let others: Vec<String> =
+            job.ranks.iter().enumerate().filter(|&(r, _)| r != req.rank as usize).map(|(_, w)| w.clone()).collect();
         Ok(if req.invalid_input {
             self.end(&req.job_id, pb::JobState::Failed, message, reg)
         } else {
-            self.recover_or_fail(&req.job_id, message, reg)
+            self.reform(&req.job_id, message, &others, reg)
         })
     }
 
@@ -670,7 +695,9 @@ impl JobManager {
             if let Some(l) = w.lease {
                 if self.still_running(&l.job_id, l.generation) {
                     let fault = format!("worker {} on {} (rank {}) was lost", w.id, w.hostname, l.rank);
-                    fx.extend(self.recover_or_fail(&l.job_id, fault, reg));
+                    // Its peers may have died with it and not be reaped yet.
+                    let peers = self.job(&l.job_id).map(|j| j.ranks.clone()).unwrap_or_default();
+                    fx.extend(self.reform(&l.job_id, fault, &peers, reg));
                 }
             }
         }
@@ -842,8 +869,16 @@ mod tests {
         })
     }
 
+    type Orders = tokio::sync::mpsc::Receiver<std::result::Result<pb::Order, tonic::Status>>;
+
     /// A registered worker with an open order stream.
-    fn worker(reg: &mut WorkerRegistry) -> (String, tokio::sync::mpsc::Receiver<std::result::Result<pb::Order, tonic::Status>>) {
+    fn worker(reg: &mut WorkerRegistry) -> (String, Orders) {
+        let (id, _, rx) = worker_with_secret(reg);
+        (id, rx)
+    }
+
+    /// The same, with the secret its heartbeats carry.
+    fn worker_with_secret(reg: &mut WorkerRegistry) -> (String, String, Orders) {
         let r = reg
             .register(
                 pb::RegisterRequest { protocol_version: PROTOCOL_VERSION, hostname: "h".into(), devices: vec!["cpu".into()], ..Default::default() },
@@ -852,7 +887,7 @@ mod tests {
             .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         reg.open_orders(&r.worker_id, &r.worker_secret, tx).unwrap();
-        (r.worker_id, rx)
+        (r.worker_id, r.worker_secret, rx)
     }
 
     fn assignments(fx: &Effects) -> Vec<pb::Assignment> {
@@ -931,15 +966,19 @@ mod tests {
     fn a_reforming_job_shrinks_after_the_rejoin_wait_and_can_be_cancelled_meanwhile() {
         let config = CoordinatorConfig { rejoin_wait: Duration::ZERO, ..Default::default() };
         let (mut m, mut reg, dir) = manager(config);
-        let (_w0, _r0) = worker(&mut reg);
+        let (w0, s0, _r0) = worker_with_secret(&mut reg);
         let (_w1, r1) = worker(&mut reg);
         let fx = m.add(new_job(dir.path(), "a", 2), &mut reg);
         assert_eq!(assignments(&fx).len(), 2);
         drop(r1);
         let lost = reg.reap(Duration::from_secs(60));
         let fx = m.workers_lost(lost, &mut reg);
-        // Rank 0's worker is free again; with no wait, the job goes on with one rank.
-        let a = assignments(&fx);
+        // Rank 0's worker may have died too: the job waits to hear from it,
+        // even with no rejoin wait, rather than go on without it.
+        assert!(assignments(&fx).is_empty());
+        reg.heartbeat(&w0, &s0).unwrap();
+        // It is free again; with no wait, the job goes on with one rank.
+        let a = assignments(&m.place(&mut reg));
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].world_size, a[0].generation), (1, 2));
 
@@ -960,6 +999,93 @@ mod tests {
         assert_eq!(aborts(&fx), 0, "its ranks were already aborted");
         let (_w2, _r2) = worker(&mut reg);
         assert!(assignments(&m.place(&mut reg)).is_empty(), "a cancelled job is never placed");
+    }
+
+    /// Rank 1 reports the collective it shares with rank 0 broken. Rank 0's
+    /// worker was killed: still registered (its heartbeat timeout has not
+    /// passed), silent. Returns job "a"'s generation-1 ranks and the effects.
+    fn a_peer_reports_failure(m: &mut JobManager, reg: &mut WorkerRegistry, dir: &Path) -> (Vec<String>, Effects) {
+        let a = assignments(&m.add(new_job(dir, "a", 2), reg));
+        let ranks = m.job("a").unwrap().ranks.clone();
+        let lease1 = a.iter().find(|a| a.rank == 1).unwrap().lease.clone();
+        let req = pb::ReportFailureRequest {
+            worker_id: ranks[1].clone(),
+            job_id: "a".into(),
+            generation: 1,
+            rank: 1,
+            message: "collective: connection reset by peer".into(),
+            invalid_input: false,
+            lease: lease1,
+        };
+        let fx = m.report_failure(req, reg).unwrap();
+        (ranks, fx)
+    }
+
+    #[test]
+    fn a_rank_silent_since_a_peer_reported_failure_is_not_placed_until_heard_from() {
+        let (mut m, mut reg, dir) = manager(CoordinatorConfig::default());
+        let (wa, sa, _ra) = worker_with_secret(&mut reg);
+        let (_wb, sb, _rb) = worker_with_secret(&mut reg);
+        let secret = |w: &str| if w == wa { sa.clone() } else { sb.clone() };
+        let (ranks, fx) = a_peer_reports_failure(&mut m, &mut reg, dir.path());
+        assert!(assignments(&fx).is_empty(), "rank 0's worker has not spoken since the fault");
+        let job = m.job("a").unwrap();
+        assert_eq!((job.state, job.generation, job.restarts), (pb::JobState::Queued, 1, 1));
+        assert_eq!(reg.free().iter().map(|f| f.id.clone()).collect::<Vec<_>>(), [ranks[1].clone()], "the reporter is free");
+
+        // It was alive after all (the fault was the reporter's): its next
+        // heartbeat makes it placeable, and the job re-forms on both.
+        reg.heartbeat(&ranks[0], &secret(&ranks[0])).unwrap();
+        let second = assignments(&m.place(&mut reg));
+        assert_eq!(second.len(), 2);
+        assert!(second.iter().all(|a| a.generation == 2 && a.world_size == 2));
+        let mut now = m.job("a").unwrap().ranks.clone();
+        now.sort();
+        let mut before = ranks.clone();
+        before.sort();
+        assert_eq!(now, before);
+    }
+
+    #[test]
+    fn a_spare_replaces_a_rank_silent_since_a_peer_reported_failure() {
+        let (mut m, mut reg, dir) = manager(CoordinatorConfig::default());
+        let (_wa, _ra) = worker(&mut reg);
+        let (_wb, _rb) = worker(&mut reg);
+        let (ranks, fx) = a_peer_reports_failure(&mut m, &mut reg, dir.path());
+        assert!(assignments(&fx).is_empty(), "waits (--rejoin-wait-secs) rather than use the silent worker");
+
+        // A spare registers: the next generation is the reporter and the spare.
+        let (spare, _rs) = worker(&mut reg);
+        let second = assignments(&m.place(&mut reg));
+        assert_eq!(second.len(), 2);
+        let job = m.job("a").unwrap();
+        assert_eq!(job.generation, 2);
+        assert!(!job.ranks.contains(&ranks[0]), "the silent worker is in no rank: {:?}", job.ranks);
+        assert!(job.ranks.contains(&ranks[1]) && job.ranks.contains(&spare), "{:?}", job.ranks);
+        assert!(reg.free().is_empty(), "the silent worker stays held back");
+    }
+
+    #[test]
+    fn a_reforming_job_does_not_shrink_while_a_silent_rank_may_still_answer() {
+        let config = CoordinatorConfig { rejoin_wait: Duration::ZERO, ..Default::default() };
+        let (mut m, mut reg, dir) = manager(config);
+        let mut streams: HashMap<String, Orders> = [worker(&mut reg), worker(&mut reg)].into_iter().collect();
+        let (ranks, fx) = a_peer_reports_failure(&mut m, &mut reg, dir.path());
+        assert!(assignments(&fx).is_empty(), "no shrinking to the reporter alone while rank 0 may answer");
+        assert!(assignments(&m.place(&mut reg)).is_empty());
+
+        // Declared lost (its order stream closed, or its heartbeat timeout):
+        // the job goes on with the reporter alone.
+        streams.remove(&ranks[0]);
+        let lost = reg.reap(Duration::from_secs(60));
+        assert_eq!(lost.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), [ranks[0].clone()]);
+        assert!(lost[0].lease.is_none(), "its lease ended with the failed generation");
+        let mut fx = m.workers_lost(lost, &mut reg);
+        fx.extend(m.place(&mut reg));
+        let a = assignments(&fx);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].world_size, a[0].generation), (1, 2));
+        assert_eq!(m.job("a").unwrap().ranks, [ranks[1].clone()]);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! lets smaller ones behind it start. A job re-forming after a lost rank
 //! waits `rejoin_wait` for its full world, then goes on with the workers it
 //! can have, as many as split its global batch evenly (the global batch,
-//! and so the training, stays the same). Workers beyond what the queue needs
-//! stay free: spares that a re-forming job takes at once.
+//! and so the training, stays the same). It never shrinks while a rank of
+//! its failed generation may still come back (held back until heard from,
+//! or declared lost: see `WorkerRegistry::hold_back`). Workers beyond what
+//! the queue needs stay free: spares that a re-forming job takes at once.
 
 use std::time::Duration;
 
@@ -29,6 +31,9 @@ pub struct QueuedJob {
     pub global_batch: usize,
     /// How long it has waited to be re-formed (None: never started).
     pub recovering_for: Option<Duration>,
+    /// Ranks of its failed generation not heard from since the fault: not
+    /// free, not yet lost either.
+    pub awaiting: usize,
 }
 
 /// One job to start, with its workers by rank.
@@ -49,7 +54,9 @@ pub fn place(free: &[FreeWorker], queue: &[QueuedJob], rejoin_wait: Duration) ->
         let mut picks: Vec<usize> =
             (0..free.len()).filter(|&i| !taken[i] && (!job.cuda || free[i].cuda)).take(job.want).collect();
         if picks.len() < job.want {
-            let waited = job.recovering_for.is_some_and(|w| w >= rejoin_wait);
+            // Shrinking without a rank that is only slow to answer would
+            // lose it for the rest of the job; its heartbeat timeout bounds the wait.
+            let waited = job.awaiting == 0 && job.recovering_for.is_some_and(|w| w >= rejoin_wait);
             if !waited {
                 continue;
             }
@@ -73,7 +80,7 @@ mod tests {
     }
 
     fn job(id: &str, want: usize) -> QueuedJob {
-        QueuedJob { id: id.into(), want, cuda: false, global_batch: 64, recovering_for: None }
+        QueuedJob { id: id.into(), want, cuda: false, global_batch: 64, recovering_for: None, awaiting: 0 }
     }
 
     const WAIT: Duration = Duration::from_secs(10);
@@ -110,6 +117,12 @@ mod tests {
         j.global_batch = 8;
         let placed = place(&workers(3, false), std::slice::from_ref(&j), WAIT);
         assert_eq!(placed[0].workers.len(), 2, "8 % 3 != 0: two ranks keep the batch even");
+        // A rank of the failed generation not heard from yet: it waits on.
+        j.awaiting = 1;
+        assert!(place(&workers(3, false), std::slice::from_ref(&j), WAIT).is_empty(), "waits for the silent rank");
+        let placed = place(&workers(4, false), std::slice::from_ref(&j), WAIT);
+        assert_eq!(placed[0].workers.len(), 4, "but a full world goes at once, on spares");
+        j.awaiting = 0;
         // A never-started job does not shrink, however long it waited.
         let mut fresh = job("b", 4);
         fresh.recovering_for = None;

@@ -57,6 +57,9 @@ pub struct Worker {
     last_seen: Instant,
     control: Option<ControlSender>,
     pub lease: Option<Lease>,
+    /// It was a rank of a generation that failed and has not called since:
+    /// it may be what failed, so it is not placed until it is heard from.
+    held_back: bool,
 }
 
 impl Worker {
@@ -114,6 +117,7 @@ impl WorkerRegistry {
                 last_seen: Instant::now(),
                 control: None,
                 lease: None,
+                held_back: false,
             },
         );
         Ok(pb::RegisterResponse {
@@ -138,7 +142,31 @@ impl WorkerRegistry {
         if !constant_time_eq(w.secret.as_bytes(), secret.as_bytes()) {
             return Err(CartoError::Unauthenticated(format!("worker '{id}': wrong worker secret")));
         }
+        if w.held_back {
+            // A call after the fault: the process is alive, whatever failed.
+            w.held_back = false;
+            info!(worker = %id, "worker heard from after a fault: placeable again");
+        }
         Ok(w)
+    }
+
+    /// Holds worker `id` back from placement until it calls again (see
+    /// [`WorkerRegistry::authenticate`]): it was a rank of a generation that
+    /// just failed, and a worker killed without a word is still registered
+    /// until its heartbeat timeout. Returns whether it is registered.
+    pub fn hold_back(&mut self, id: &str) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) => {
+                w.held_back = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether worker `id` is registered and held back since a fault.
+    pub fn is_held_back(&self, id: &str) -> bool {
+        self.workers.get(id).is_some_and(|w| w.held_back)
     }
 
     /// Opens the worker's order stream. A second stream while the first is
@@ -168,7 +196,7 @@ impl WorkerRegistry {
     pub fn free(&self) -> Vec<FreeWorker> {
         self.workers
             .values()
-            .filter(|w| w.lease.is_none() && w.stream_open() && !w.is_external())
+            .filter(|w| w.lease.is_none() && !w.held_back && w.stream_open() && !w.is_external())
             .map(|w| FreeWorker { id: w.id.clone(), cuda: w.has_cuda() })
             .collect()
     }
@@ -326,5 +354,22 @@ mod tests {
         assert_eq!(lost[0].lease.as_ref().unwrap().job_id, "job-1");
         assert!(r.get(&b.worker_id).is_some(), "b has no stream yet but is not silent");
         assert_eq!(r.reap(Duration::ZERO).len(), 1, "b silent past a zero timeout");
+    }
+
+    #[test]
+    fn a_worker_held_back_after_a_fault_is_placeable_again_once_it_calls() {
+        let mut r = WorkerRegistry::default();
+        let a = reg(&mut r);
+        let (tx, _rx) = mpsc::channel(1);
+        r.open_orders(&a.worker_id, &a.worker_secret, tx).unwrap();
+        assert!(r.hold_back(&a.worker_id));
+        assert!(r.is_held_back(&a.worker_id));
+        assert!(r.free().is_empty(), "registered and streaming, but not heard from since the fault");
+        assert!(r.heartbeat(&a.worker_id, "guess").is_err());
+        assert!(r.is_held_back(&a.worker_id), "a call without its secret proves nothing");
+        r.heartbeat(&a.worker_id, &a.worker_secret).unwrap();
+        assert!(!r.is_held_back(&a.worker_id));
+        assert_eq!(r.free().len(), 1);
+        assert!(!r.hold_back("w-nobody"), "a lost worker is not held, it is gone");
     }
 }
