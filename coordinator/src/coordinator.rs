@@ -356,11 +356,16 @@ impl Coordinator {
 
     pub fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<()> {
         self.transition(|jobs, reg| {
+            let was_held_back = reg.is_held_back(&req.worker_id);
             let lease = reg.heartbeat(&req.worker_id, &req.worker_secret)?;
-            let fx = match (lease, req.progress) {
+            let mut fx = match (lease, req.progress) {
                 (Some(lease), Some(p)) => jobs.progress(&lease, p),
                 _ => Effects::default(),
             };
+            // Heard from after a fault: the job waiting for it re-forms now, not at the next tick.
+            if was_held_back {
+                fx.extend(jobs.place(reg));
+            }
             Ok(((), fx))
         })
         .0
