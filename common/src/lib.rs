@@ -14,6 +14,7 @@
 pub mod cluster_env;
 pub mod dataset;
 pub mod dynamics;
+pub mod epochs;
 pub mod error;
 pub mod ipc;
 pub mod logits;
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod proto;
 pub mod sampler;
 pub mod spec;
+pub mod threshold;
 pub mod transport;
 
 pub use error::{CartoError, Result};

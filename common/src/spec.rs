@@ -96,6 +96,16 @@ pub struct JobSpec {
     /// bert/roberta: batch texts of similar length (transformers' group_by_length: mega-batches of 50 batches sorted by length), less padding.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub group_by_length: Option<bool>,
+    /// Two more training runs in which a random 1/(K+1) of the samples is
+    /// moved to a fake extra class (AUM threshold samples, Pleiss et al.
+    /// 2020): their margins calibrate `is_suspect`. Triples the training.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub threshold_samples: Option<bool>,
+    /// The epochs the mislabel score is computed over, A..B (0-based, B
+    /// excluded) [default: chosen: with --eval-data the epochs up to the best
+    /// held-out accuracy, else all].
+    #[arg(long, value_name = "A..B")]
+    pub suspect_epochs: Option<String>,
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<String>,
@@ -255,6 +265,21 @@ impl JobSpec {
     pub fn save_model(&self) -> bool {
         self.save_model.unwrap_or(false)
     }
+    pub fn threshold_samples(&self) -> bool {
+        self.threshold_samples.unwrap_or(false)
+    }
+    /// The training runs: the map's, then with threshold samples two more.
+    pub fn runs(&self) -> u32 {
+        if self.threshold_samples() { 3 } else { 1 }
+    }
+    /// Epochs the job trains over all its runs (run r is epochs r·E .. (r+1)·E).
+    pub fn epochs_total(&self) -> u32 {
+        self.epochs().saturating_mul(self.runs())
+    }
+    /// `--suspect-epochs`, parsed (None: chosen by carto).
+    pub fn suspect_epochs(&self) -> Result<Option<crate::epochs::EpochRange>> {
+        non_empty(&self.suspect_epochs).map(|s| crate::epochs::EpochRange::parse(s, "suspect_epochs (--suspect-epochs)")).transpose()
+    }
 
     /// Where the features come from; validated by [`JobSpec::validate`].
     pub fn feature_source(&self) -> Result<FeatureSource> {
@@ -374,6 +399,15 @@ impl JobSpec {
             )));
         }
         DeviceSpec::parse(self.device())?;
+        if let Some(r) = self.suspect_epochs()? {
+            if r.start >= self.epochs() || r.end.is_some_and(|e| e > self.epochs()) {
+                return Err(CartoError::invalid(format!(
+                    "suspect_epochs (--suspect-epochs) {r} goes beyond the job's {} epochs (0..{})",
+                    self.epochs(),
+                    self.epochs()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -405,6 +439,11 @@ impl JobSpec {
         if self.workers() == 0 || self.workers() > 4096 {
             return Err(CartoError::invalid("world_size must be between 1 and 4096"));
         }
+        if self.threshold_samples() {
+            return Err(CartoError::invalid(
+                "threshold_samples needs carto's own training runs; an external job's loop cannot be rerun",
+            ));
+        }
         Ok(())
     }
 
@@ -431,6 +470,7 @@ impl JobSpec {
             record_dynamics: Some(self.record_dynamics()),
             save_model: Some(self.save_model()),
             group_by_length: Some(self.group_by_length()),
+            threshold_samples: Some(self.threshold_samples()),
             ..self.clone()
         }
     }
@@ -469,6 +509,8 @@ impl From<pb::JobSpec> for JobSpec {
             save_model: p.save_model,
             train_layers: p.train_layers,
             group_by_length: p.group_by_length,
+            threshold_samples: p.threshold_samples,
+            suspect_epochs: opt(p.suspect_epochs),
             eval_data: opt(p.eval_data),
             trainer: opt(p.trainer),
             num_samples: p.num_samples,
@@ -508,6 +550,8 @@ impl From<JobSpec> for pb::JobSpec {
             save_model: s.save_model,
             train_layers: s.train_layers,
             group_by_length: s.group_by_length,
+            threshold_samples: s.threshold_samples,
+            suspect_epochs: s.suspect_epochs.unwrap_or_default(),
             eval_data: s.eval_data.unwrap_or_default(),
             trainer: s.trainer.unwrap_or_default(),
             num_samples: s.num_samples,

@@ -38,6 +38,7 @@ use carto_common::memory::{prefetch, PREFETCH_AHEAD};
 use carto_common::metrics::{SampleAccumulators, MAX_EPOCHS};
 use carto_common::proto::v1 as pb;
 use carto_common::sampler::ShardPlan;
+use carto_common::threshold;
 use carto_common::{CartoError, Result};
 use parquet::arrow::ArrowWriter;
 use tracing::warn;
@@ -260,6 +261,14 @@ impl Drop for PartWriter {
             drop(self.writer.take());
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+fn out_for(out: &Path, run: u32) -> PathBuf {
+    if run == 0 {
+        out.to_path_buf()
+    } else {
+        out.join(crate::label_errors::THRESHOLD_RUNS_DIR)
     }
 }
 
@@ -525,6 +534,9 @@ pub struct Aggregator {
     /// External jobs: each sample's label, from the dataset or learned from
     /// the first committed epoch that has it (-1: not known yet).
     labels: Vec<i64>,
+    /// With threshold samples: the map's epochs per run, and runs 1 and 2's
+    /// labels (their threshold samples in class K).
+    threshold_runs: Option<(u32, [Vec<i64>; 2])>,
 }
 
 impl Aggregator {
@@ -552,7 +564,31 @@ impl Aggregator {
             committed: 0,
             next_report: 0,
             labels: vec![],
+            threshold_runs: None,
         }
+    }
+
+    /// Two more runs after the map's `epochs`, with AUM threshold samples
+    /// (`carto_common::threshold`): their rows carry the runs' labels and one
+    /// more class, are committed under `OUT/threshold_runs/dynamics/`, and
+    /// are not folded into the map's metrics.
+    pub fn with_threshold_runs(mut self, epochs: u32, seed: u64) -> Self {
+        let k = self.num_classes as usize;
+        let run = |r| threshold::run_labels(&self.info.labels, k, seed, r);
+        self.threshold_runs = Some((epochs, [run(1), run(2)]));
+        self.epochs_total = epochs * threshold::RUNS;
+        self
+    }
+
+    /// The run of `epoch`: 0 is the map's.
+    fn run_of(&self, epoch: u32) -> u32 {
+        self.threshold_runs.as_ref().map_or(0, |(e, _)| threshold::run_of(epoch, *e))
+    }
+
+    /// Where `epoch`'s partition goes: `OUT/dynamics/`, or for a threshold
+    /// run `OUT/threshold_runs/dynamics/`.
+    fn out_of(&self, epoch: u32) -> PathBuf {
+        out_for(&self.out, self.run_of(epoch))
     }
 
     /// The aggregator of an external job (the user's own training loop):
@@ -598,7 +634,7 @@ impl Aggregator {
         if self.record {
             // Best effort: a file that survives cannot reach the commit,
             // which keeps only the parts of this stage's reports.
-            let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out, epoch));
+            let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out_of(epoch), epoch));
         }
         self.stage = Some(EpochStage::new(epoch, generation, &self.plan, self.spare.take()));
     }
@@ -662,6 +698,7 @@ impl Aggregator {
         if !self.record {
             return Err(CartoError::FailedPrecondition("this job records no dynamics".into()));
         }
+        let out = out_for(&self.out, self.run_of(epoch));
         let stage = Self::stage_of(&mut self.stage, epoch, generation, rank)?;
         match stage.report[rank as usize] {
             Report::Open(_) => {
@@ -676,9 +713,9 @@ impl Aggregator {
             Report::None => {}
         }
         let id = ReportId { epoch, rank, generation, serial: self.next_report };
-        let dir = outputs::pending_dir(&self.out, epoch);
+        let dir = outputs::pending_dir(&out, epoch);
         std::fs::create_dir_all(&dir).map_err(|e| CartoError::io(&dir, e))?;
-        let tmp = report_tmp(&self.out, &id);
+        let tmp = report_tmp(&out, &id);
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
         // From here on the writer owns the file (and removes it if dropped).
         let mut w = PartWriter { id, tmp, path: dir.join(part_name(rank)), writer: None, placed: false };
@@ -698,11 +735,17 @@ impl Aggregator {
     /// [`Self::abort_report`]).
     pub fn ingest(&mut self, w: &PartWriter, batch: &RecordBatch, what: &str) -> Result<usize> {
         let info = self.info.clone();
+        let run = self.run_of(w.id.epoch);
         let stage = Self::stage_of_report(&mut self.stage, &w.id, false)?;
         if self.plan.external {
             return stage_external(stage, &self.labels, self.num_classes, w.id.rank, batch, what);
         }
-        Self::stage_rows(stage, &info.labels, self.num_classes, w.id.rank, batch, what)
+        match (run, &self.threshold_runs) {
+            (r @ (1 | 2), Some((_, labels))) => {
+                Self::stage_rows(stage, &labels[r as usize - 1], self.num_classes + 1, w.id.rank, batch, what)
+            }
+            _ => Self::stage_rows(stage, &info.labels, self.num_classes, w.id.rank, batch, what),
+        }
     }
 
     /// Validates one batch of rank `rank` for `generation`'s `epoch` and
@@ -779,9 +822,10 @@ impl Aggregator {
         }
         let finished = matches!(stage.report[r], Report::Finished(_));
         stage.unstage(id.rank);
-        let _ = std::fs::remove_file(report_tmp(&self.out, &id));
+        let out = out_for(&self.out, self.threshold_runs.as_ref().map_or(0, |(e, _)| threshold::run_of(id.epoch, *e)));
+        let _ = std::fs::remove_file(report_tmp(&out, &id));
         if finished {
-            let _ = std::fs::remove_file(outputs::pending_dir(&self.out, id.epoch).join(part_name(id.rank)));
+            let _ = std::fs::remove_file(outputs::pending_dir(&out, id.epoch).join(part_name(id.rank)));
         }
         Ok(())
     }
@@ -843,12 +887,14 @@ impl Aggregator {
             if self.plan.external {
                 drop_losing_rows(&self.out, stage, self.info.label_names.as_deref())?;
             }
-            Self::publish(&self.out, stage)?;
+            let out = out_for(&self.out, self.threshold_runs.as_ref().map_or(0, |(e, _)| threshold::run_of(stage.epoch, *e)));
+            Self::publish(&out, stage)?;
         }
         let Some(stage) = self.stage.take() else {
             return Err(CartoError::internal("commit without an open stage"));
         };
-        if self.record {
+        // A threshold run's epochs are not the map's.
+        if self.record && self.run_of(stage.epoch) == 0 {
             // Cannot fail after check_complete; should it, the job fails
             // (Internal) rather than going on with half an epoch folded.
             Self::fold(&mut self.acc, &stage)?;
@@ -994,7 +1040,7 @@ impl Aggregator {
     pub fn discard_stage(&mut self) {
         if let Some(stage) = self.stage.take() {
             if self.record {
-                let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out, stage.epoch));
+                let _ = std::fs::remove_dir_all(outputs::pending_dir(&self.out_of(stage.epoch), stage.epoch));
             }
             self.spare = Some(stage);
         }
@@ -1036,8 +1082,28 @@ impl Aggregator {
         outputs::metrics_table(&self.acc, info, outputs::Recorded::ALL)
     }
 
+    /// The job's label errors (see [`crate::label_errors`]), from the
+    /// accumulators and, for a window or threshold runs, the committed dynamics.
+    pub fn label_errors(&self, spec: &carto_common::spec::JobSpec, summaries: &[pb::EpochSummary]) -> Result<crate::label_errors::LabelErrors> {
+        let epochs = match (&self.threshold_runs, self.plan.external) {
+            (_, true) => self.committed,
+            (Some((e, _)), _) => *e,
+            (None, false) => self.epochs_total,
+        };
+        let labels = if self.plan.external { &self.labels } else { &self.info.labels };
+        let full_aum = (0..self.acc.len()).map(|s| self.acc.metrics(s).map(|m| m.aum).unwrap_or(f64::NAN)).collect();
+        crate::label_errors::compute(&self.out, spec, summaries, epochs, labels, self.info.label_names.as_deref(), self.num_classes as usize, full_aum)
+    }
+
     /// Writes `metrics.parquet`.
     pub fn write_metrics(&self) -> Result<PathBuf> {
+        self.write_metrics_with(None)
+    }
+
+    /// Writes `metrics.parquet`, with the label errors' columns
+    /// (`mislabel_score`, and `is_suspect` with threshold samples) and their
+    /// record in the footer (`carto.label_errors`).
+    pub fn write_metrics_with(&self, errors: Option<&crate::label_errors::LabelErrors>) -> Result<PathBuf> {
         let learned;
         let info = if self.plan.external {
             if let Some(s) = self.labels.iter().position(|&l| l < 0) {
@@ -1050,9 +1116,17 @@ impl Aggregator {
         } else {
             &*self.info
         };
-        let batch = outputs::metrics_batch(&self.acc, info)?;
+        let mut batch = outputs::metrics_batch(&self.acc, info)?;
+        let mut metadata = vec![];
+        if let Some(e) = errors {
+            batch = crate::label_errors::with_columns(&batch, e)?;
+            metadata.push(parquet::file::metadata::KeyValue::new(
+                crate::label_errors::METADATA_KEY.to_string(),
+                serde_json::to_string(&e.record).expect("the record serialises"),
+            ));
+        }
         let path = self.out.join(outputs::METRICS_FILE);
-        outputs::write_parquet_atomic(&path, &batch, self.info.label_names.as_deref())?;
+        outputs::write_parquet_atomic_with(&path, &batch, self.info.label_names.as_deref(), metadata)?;
         Ok(path)
     }
 }

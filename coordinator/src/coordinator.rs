@@ -242,7 +242,7 @@ impl Coordinator {
                     }
                 }
             }
-            let finished = job.aggregator.is_some() && job.committed >= job.spec.epochs();
+            let finished = job.aggregator.is_some() && job.committed >= job.spec.epochs_total();
             let id = job.id.clone();
             let ((), _) = self.transition(|jobs, _| ((), jobs.add_restored(job)));
             if finished {
@@ -442,7 +442,18 @@ impl Coordinator {
     fn finish(&self, job_id: &str, generation: u64) -> Result<()> {
         let (agg, out, spec) = self.read(|jobs, _| jobs.finishing(job_id))?;
         let written = if spec.record_dynamics() {
-            let written = lock(&agg).write_metrics().map(Some);
+            let summaries = self.read(|jobs, _| jobs.job(job_id).map(|j| j.epochs.clone()))?;
+            let written = (|| {
+                let agg = lock(&agg);
+                let errors = agg.label_errors(&spec, &summaries)?;
+                let path = agg.write_metrics_with(Some(&errors))?;
+                let ((), _) = self.transition(|jobs, _| {
+                    jobs.set_label_errors(job_id, errors.record);
+                    ((), Effects::default())
+                });
+                Ok::<_, CartoError>(path)
+            })()
+            .map(Some);
             if written.is_ok() {
                 let problems = crate::reports::write_job_reports(&out, &spec, crate::reports::job_texts(&spec));
                 for p in &problems {

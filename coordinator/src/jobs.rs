@@ -63,6 +63,8 @@ pub struct Job {
     pub error: String,
     /// Outputs beyond the metrics that could not be written (data map, report).
     pub warnings: Vec<String>,
+    /// The window, threshold and noise estimates of the job's end.
+    pub label_errors: Option<crate::record::LabelErrorsRecord>,
     /// Labels and ids per sample; dropped when the job ends.
     pub info: Arc<SampleInfo>,
     pub num_samples: u64,
@@ -118,6 +120,7 @@ impl Job {
             rank_progress: vec![],
             error: String::new(),
             warnings: vec![],
+            label_errors: None,
             num_samples: n.info.len() as u64,
             info: Arc::new(n.info),
             num_classes: n.num_classes,
@@ -160,6 +163,7 @@ impl Job {
         job.epochs = rec.epochs.iter().map(pb::EpochSummary::from).collect();
         job.error = rec.error.clone().unwrap_or_default();
         job.warnings = rec.warnings.clone();
+        job.label_errors = rec.label_errors.clone();
         job.num_samples = rec.dataset.rows;
         job.restarts = rec.restarts;
         job.last_fault = rec.faults.clone().unwrap_or_default();
@@ -197,7 +201,7 @@ impl Job {
             id: self.id.clone(),
             spec: Some(self.spec.clone().into()),
             state: self.state as i32,
-            epochs_total: self.spec.epochs(),
+            epochs_total: self.spec.epochs_total(),
             epochs: self.epochs.clone(),
             progress: Some(self.progress()),
             generation: self.generation,
@@ -262,6 +266,7 @@ impl Job {
                 train_seconds: self.epochs.iter().map(|e| e.train_seconds).sum(),
             },
             outputs: OutputsRecord::default(),
+            label_errors: self.label_errors.clone(),
         }
     }
 
@@ -425,7 +430,7 @@ impl JobManager {
         let aggregator = job
             .aggregator
             .get_or_insert_with(|| {
-                Arc::new(Mutex::new(Aggregator::new(
+                let agg = Aggregator::new(
                     &job.out,
                     job.info.clone(),
                     job.num_classes as usize,
@@ -433,7 +438,9 @@ impl JobManager {
                     world,
                     job.spec.epochs(),
                     job.spec.record_dynamics(),
-                )))
+                );
+                let agg = if job.spec.threshold_samples() { agg.with_threshold_runs(job.spec.epochs(), job.spec.seed()) } else { agg };
+                Arc::new(Mutex::new(agg))
             })
             .clone();
         let start_epoch = job.committed;
@@ -532,6 +539,12 @@ impl JobManager {
     /// Whether `job_id` still runs generation `generation` (`u64::MAX`: any).
     pub fn still_running(&self, job_id: &str, generation: u64) -> bool {
         self.job(job_id).is_ok_and(|j| !j.is_terminal() && (generation == u64::MAX || j.generation == generation))
+    }
+
+    pub fn set_label_errors(&mut self, job_id: &str, rec: crate::record::LabelErrorsRecord) {
+        if let Ok(job) = self.job_mut(job_id) {
+            job.label_errors = Some(rec);
+        }
     }
 
     pub fn set_warnings(&mut self, job_id: &str, warnings: Vec<String>) {

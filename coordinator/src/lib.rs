@@ -27,6 +27,7 @@ pub mod config;
 pub mod coordinator;
 pub mod http;
 pub mod jobs;
+pub mod label_errors;
 pub mod live;
 pub mod locking;
 pub mod outputs;

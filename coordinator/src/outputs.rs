@@ -257,13 +257,27 @@ pub fn in_progress_path(path: &Path) -> PathBuf {
 /// and the directory fsynced, so after a crash `path` is the old file or
 /// the whole new one.
 pub fn write_parquet_atomic(path: &Path, batch: &RecordBatch, label_names: Option<&[String]>) -> Result<()> {
+    write_parquet_atomic_with(path, batch, label_names, vec![])
+}
+
+/// [`write_parquet_atomic`] with more key-value metadata in the file's footer.
+pub fn write_parquet_atomic_with(path: &Path, batch: &RecordBatch, label_names: Option<&[String]>, metadata: Vec<KeyValue>) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| CartoError::io(dir, e))?;
     let tmp = in_progress_path(path);
     let file = File::create(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
     let bad = |e: parquet::errors::ParquetError| CartoError::internal(format!("{}: {e}", path.display()));
     let written = (|| {
-        let w = ArrowWriter::try_new(file, batch.schema(), Some(writer_props(label_names))).map_err(bad)?;
+        let mut props = props_builder(label_names);
+        if !metadata.is_empty() {
+            let mut kv: Vec<KeyValue> = label_names
+                .map(|names| KeyValue::new(LABEL_NAMES_KEY.to_string(), serde_json::to_string(names).expect("strings serialise")))
+                .into_iter()
+                .collect();
+            kv.extend(metadata.iter().cloned());
+            props = props.set_key_value_metadata(Some(kv));
+        }
+        let w = ArrowWriter::try_new(file, batch.schema(), Some(props.build())).map_err(bad)?;
         let file = write_columns_parallel(w, batch).map_err(bad)?;
         file.sync_all().map_err(|e| CartoError::io(&tmp, e))
     })();

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use std::sync::mpsc::SyncSender;
 
@@ -20,52 +19,7 @@ use parquet::arrow::ProjectionMask;
 
 use crate::outputs::{self, Recorded, SampleInfo, LABEL_NAMES_KEY};
 
-/// A window of epochs: `A..B` (B excluded, like Rust and Python ranges),
-/// `A..=B` (B included), `A..`, `..B`, `..=B`, or one epoch `K`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochRange {
-    pub start: u32,
-    /// Exclusive end; `None` = no upper bound.
-    pub end: Option<u32>,
-}
-
-impl EpochRange {
-    pub const ALL: EpochRange = EpochRange { start: 0, end: None };
-
-    pub fn contains(&self, epoch: u32) -> bool {
-        epoch >= self.start && self.end.is_none_or(|e| epoch < e)
-    }
-}
-
-impl FromStr for EpochRange {
-    type Err = CartoError;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            CartoError::invalid(format!(
-                "--epochs '{s}': expected A..B (B excluded), A..=B, A.., ..B or K with non-negative integers"
-            ))
-        };
-        let num = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
-        let range = if let Some((a, b)) = s.split_once("..") {
-            let start = if a.trim().is_empty() { 0 } else { num(a)? };
-            let end = if let Some(b) = b.strip_prefix('=') {
-                Some(num(b)?.checked_add(1).ok_or_else(bad)?)
-            } else if b.trim().is_empty() {
-                None
-            } else {
-                Some(num(b)?)
-            };
-            EpochRange { start, end }
-        } else {
-            let k = num(s)?;
-            EpochRange { start: k, end: Some(k + 1) }
-        };
-        if range.end.is_some_and(|e| e <= range.start) {
-            return Err(CartoError::invalid(format!("--epochs '{s}' selects no epoch")));
-        }
-        Ok(range)
-    }
-}
+pub use carto_common::epochs::EpochRange;
 
 /// A whole metrics (or any small Parquet) file as one batch; errors name it.
 pub fn read_metrics(path: &Path) -> Result<arrow::array::RecordBatch> {

@@ -129,6 +129,50 @@ pub struct Timings {
     pub train_seconds: f64,
 }
 
+/// How the job's labels look wrong (see [`crate::label_errors`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelErrorsRecord {
+    /// The map's epochs the mislabel score is over: [start, end), 0-based.
+    pub suspect_epochs: [u32; 2],
+    /// How that window was chosen.
+    pub window: String,
+    /// With threshold samples: the AUM below which a sample is suspect (the
+    /// runs' mean), each run's, and how many samples are suspect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspects: Option<u64>,
+    /// Per class (by given label): samples, suspects, their share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noise_rate: Vec<ClassNoise>,
+    /// The most frequent (given label → most predicted class) among suspects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confused_pairs: Vec<ConfusedPair>,
+    /// Suspects by given label (rows) and most predicted class (columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_matrix: Option<Vec<Vec<u64>>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassNoise {
+    pub label: i64,
+    pub label_name: String,
+    pub samples: u64,
+    pub suspects: u64,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfusedPair {
+    pub given: i64,
+    pub given_name: String,
+    pub likely: i64,
+    pub likely_name: String,
+    pub count: u64,
+}
+
 /// Where the outputs are, relative to `OUT/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputsRecord {
@@ -191,6 +235,9 @@ pub struct JobRecord {
     pub timings: Timings,
     #[serde(default)]
     pub outputs: OutputsRecord,
+    /// Written at the job's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_errors: Option<LabelErrorsRecord>,
 }
 
 impl JobRecord {
@@ -267,6 +314,7 @@ mod tests {
             epochs: vec![EpochRecord { epoch: 0, samples: 10, loss: 0.5, accuracy: 0.75, eval_loss: Some(0.6), ..Default::default() }],
             timings: Timings { created_unix_ms: 5, started_unix_ms: 6, ..Default::default() },
             outputs: OutputsRecord::default(),
+            label_errors: None,
         }
     }
 

@@ -87,7 +87,16 @@ pub fn rebuild(job: &mut Job) -> Result<()> {
     }
     let ds = dataset::load(&job.spec.dataset_spec()?)?;
     let info = SampleInfo { labels: ds.labels, label_names: ds.label_names, ids: ds.ids };
-    let (acc, committed) = committed_dynamics(&job.out, &info.labels)?;
+    let (acc, mut committed) = committed_dynamics(&job.out, &info.labels)?;
+    let runs_out = job.out.join(crate::label_errors::THRESHOLD_RUNS_DIR);
+    if job.spec.threshold_samples() && committed == job.spec.epochs() {
+        // The threshold runs' epochs count on in their own directory (their
+        // rows are read again at the job's end, not folded into the map).
+        clear_pending(&runs_out.join(DYNAMICS_DIR));
+        while outputs::dynamics_part(&runs_out, committed, 0).parent().is_some_and(Path::is_dir) {
+            committed += 1;
+        }
+    }
     if committed > 0 && !checkpoint_path(&job.checkpoint_dir(), committed - 1).exists() {
         return Err(CartoError::internal(format!(
             "the checkpoint of epoch {} is missing from {}",
@@ -97,7 +106,8 @@ pub fn rebuild(job: &mut Job) -> Result<()> {
     }
     job.epochs.truncate(committed as usize);
     for epoch in job.epochs.len() as u32..committed {
-        job.epochs.push(epoch_summary(&job.out, epoch)?);
+        let out = if epoch < job.spec.epochs() { &job.out } else { &runs_out };
+        job.epochs.push(epoch_summary(out, epoch)?);
     }
     job.num_samples = info.labels.len() as u64;
     job.info = Arc::new(info);
@@ -110,6 +120,9 @@ pub fn rebuild(job: &mut Job) -> Result<()> {
         job.spec.epochs(),
         job.spec.record_dynamics(),
     );
+    if job.spec.threshold_samples() {
+        agg = agg.with_threshold_runs(job.spec.epochs(), job.spec.seed());
+    }
     agg.restore(acc, committed)?;
     job.aggregator = Some(Arc::new(Mutex::new(agg)));
     job.committed = committed;
@@ -125,14 +138,7 @@ pub fn rebuild(job: &mut Job) -> Result<()> {
 /// into accumulators. Returns (accumulators, K).
 pub fn committed_dynamics(out: &Path, labels: &[i64]) -> Result<(SampleAccumulators, u32)> {
     let dir = out.join(DYNAMICS_DIR);
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.filter_map(|e| e.ok()) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".epoch=") && name.ends_with(".pending") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    clear_pending(&dir);
     let mut committed = 0u32;
     while outputs::dynamics_part(out, committed, 0).parent().is_some_and(Path::is_dir) {
         committed += 1;
@@ -148,6 +154,18 @@ pub fn committed_dynamics(out: &Path, labels: &[i64]) -> Result<(SampleAccumulat
         )));
     }
     Ok((r.acc, committed))
+}
+
+/// Removes the uncommitted partitions (`.epoch=K.pending`) of `dir`.
+fn clear_pending(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".epoch=") && name.ends_with(".pending") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Loss and accuracy of one committed epoch, from its dynamics (for epochs

@@ -86,7 +86,11 @@ pub fn suspects_report_of(
             r.most_predicted = modes.get(&r.sample_id).copied();
         }
     }
-    let mut ctx = Context { label_names: suspects::label_names_of(metrics_path), ..Default::default() };
+    let mut ctx = Context {
+        label_names: suspects::label_names_of(metrics_path),
+        score_epochs: suspects::score_epochs_of(metrics_path),
+        ..Default::default()
+    };
     if metrics.column_by_name("id").is_some() {
         ctx.ids = Some(suspects::column_text(metrics, "id", &what)?);
     }
@@ -145,6 +149,7 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
             label_names: suspects::label_names_of(&metrics),
             ids: table.column_by_name("id").map(|_| suspects::column_text(&table, "id", &what)).transpose()?,
             texts,
+            score_epochs: suspects::score_epochs_of(&metrics),
         };
         let mut buf = Vec::new();
         suspects::write_csv(&rows, &ctx, &mut buf)?;

@@ -224,7 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<pb::Job> {
 
     let mut restarts_left = args.max_restarts;
     let mut rx = coord.watch(&job.id)?;
-    let mut display = Display::new(args.quiet, spec.epochs());
+    let mut display = Display::new(args.quiet, spec.epochs_total());
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     let final_job = loop {
         let job = rx.borrow_and_update().clone();

@@ -59,8 +59,18 @@ pub fn rank(metrics: &RecordBatch, top: usize, what: &str) -> Result<Vec<Suspect
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
         .ok_or_else(|| CartoError::invalid(format!("{what}: column 'label' (int64) not found")))?;
     let forget = metrics.column_by_name("forgetting_events").and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned());
+    // A job's metrics carry the mislabel score over its window (−AUM over
+    // the window's epochs); other metrics files are ranked by −aum.
+    let score: Vec<f64> = match metrics.column_by_name("mislabel_score") {
+        Some(c) => {
+            let c = cast(c, &DataType::Float64).map_err(|e| CartoError::invalid(format!("{what}: column 'mislabel_score': {e}")))?;
+            let c = c.as_primitive::<arrow::datatypes::Float64Type>();
+            (0..c.len()).map(|i| if c.is_null(i) { f64::NEG_INFINITY } else { c.value(i) }).collect()
+        }
+        None => aum.iter().map(|a| -a).collect(),
+    };
     let mut order: Vec<usize> = (0..metrics.num_rows()).collect();
-    let cmp = |a: &usize, b: &usize| aum[*a].total_cmp(&aum[*b]).then(conf[*a].total_cmp(&conf[*b])).then(a.cmp(b));
+    let cmp = |a: &usize, b: &usize| score[*b].total_cmp(&score[*a]).then(conf[*a].total_cmp(&conf[*b])).then(a.cmp(b));
     let top = top.min(order.len());
     if top > 0 && top < order.len() {
         order.select_nth_unstable_by(top - 1, cmp);
@@ -73,7 +83,7 @@ pub fn rank(metrics: &RecordBatch, top: usize, what: &str) -> Result<Vec<Suspect
         .map(|(rank, s)| Suspect {
             rank,
             sample_id: s,
-            score: -aum[s],
+            score: score[s],
             label: label.value(s),
             most_predicted: None,
             confidence: conf[s],
@@ -158,6 +168,8 @@ pub struct Context {
     pub ids: Option<Vec<String>>,
     /// The text of each sample (text datasets).
     pub texts: Option<Vec<String>>,
+    /// The epochs the mislabel score is over (`A..B`), when the metrics say.
+    pub score_epochs: Option<String>,
 }
 
 /// Writes the report as CSV: rank, sample_id, [id], label, most_predicted,
@@ -170,7 +182,11 @@ pub fn write_csv<W: Write>(rows: &[Suspect], ctx: &Context, out: W) -> Result<()
     if ctx.ids.is_some() {
         header.push("id");
     }
-    header.extend(["label", "most_predicted", "mislabel_score", "confidence", "variability", "aum", "correctness", "forgetting_events"]);
+    header.extend(["label", "most_predicted", "mislabel_score"]);
+    if ctx.score_epochs.is_some() {
+        header.push("score_epochs");
+    }
+    header.extend(["confidence", "variability", "aum", "correctness", "forgetting_events"]);
     if ctx.texts.is_some() {
         header.push("text");
     }
@@ -186,7 +202,11 @@ pub fn write_csv<W: Write>(rows: &[Suspect], ctx: &Context, out: W) -> Result<()
         }
         rec.push(name(r.label));
         rec.push(r.most_predicted.map(name).unwrap_or_default());
-        for v in [r.score, r.confidence, r.variability, r.aum, r.correctness] {
+        rec.push(format!("{:.6}", r.score));
+        if let Some(w) = &ctx.score_epochs {
+            rec.push(w.clone());
+        }
+        for v in [r.confidence, r.variability, r.aum, r.correctness] {
             rec.push(format!("{v:.6}"));
         }
         rec.push(r.forgetting_events.to_string());
@@ -206,14 +226,29 @@ pub fn column_text(table: &RecordBatch, name: &str, what: &str) -> Result<Vec<St
     Ok((0..s.len()).map(|i| if s.is_null(i) { String::new() } else { s.value(i).to_string() }).collect())
 }
 
-/// Class names stored in a metrics file's metadata (`carto.label_names`).
-pub fn label_names_of(path: &Path) -> Option<Vec<String>> {
+/// A JSON value stored in a metrics file's footer under `key`.
+fn footer_value<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Option<T> {
     let f = std::fs::File::open(path).ok()?;
     let r = parquet::file::reader::SerializedFileReader::new(f).ok()?;
     use parquet::file::reader::FileReader;
     let kv = r.metadata().file_metadata().key_value_metadata()?;
-    let v = kv.iter().find(|k| k.key == crate::outputs::LABEL_NAMES_KEY)?.value.as_deref()?;
+    let v = kv.iter().find(|k| k.key == key)?.value.as_deref()?;
     serde_json::from_str(v).ok()
+}
+
+/// Class names stored in a metrics file's metadata (`carto.label_names`).
+pub fn label_names_of(path: &Path) -> Option<Vec<String>> {
+    footer_value(path, crate::outputs::LABEL_NAMES_KEY)
+}
+
+/// A job's label errors stored in its metrics file (`carto.label_errors`).
+pub fn label_errors_of(path: &Path) -> Option<crate::record::LabelErrorsRecord> {
+    footer_value(path, crate::label_errors::METADATA_KEY)
+}
+
+/// The mislabel score's window of a metrics file, as `A..B`.
+pub fn score_epochs_of(path: &Path) -> Option<String> {
+    label_errors_of(path).map(|r| format!("{}..{}", r.suspect_epochs[0], r.suspect_epochs[1]))
 }
 
 #[cfg(test)]
@@ -261,6 +296,7 @@ mod tests {
             label_names: Some(vec!["fresh".into(), "rotten".into()]),
             ids: Some(vec!["a".into(), "b".into()]),
             texts: Some(vec!["great, \"really\"".into(), "meh".into()]),
+            score_epochs: None,
         };
         let mut buf = Vec::new();
         write_csv(&r, &ctx, &mut buf).unwrap();

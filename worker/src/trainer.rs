@@ -9,6 +9,7 @@ use carto_common::dynamics::DynamicsColumns;
 use carto_common::metrics::RowStats;
 use carto_common::sampler::{ShardItem, ShardPlan};
 use carto_common::spec::JobSpec;
+use carto_common::threshold;
 use tch::{Device, Kind, Reduction, Tensor};
 use tracing::{debug, info, info_span};
 
@@ -119,63 +120,44 @@ pub fn train(
             plan.num_samples
         )));
     }
-    tch::manual_seed(spec.seed() as i64);
-    let mut model = Model::new(
-        &ModelConfig {
-            kind: spec.model(),
-            input_dim: data.input_dim,
-            num_classes: data.num_classes,
-            hidden: spec.hidden() as usize,
-            embed_dim: spec.embed_dim() as usize,
-            hash_buckets: 1 << spec.hash_bits(),
-            pretrained: data.pretrained(),
-            train_layers: spec.train_layers(),
-        },
-        job.device,
-    )?;
-    // Every rank starts from rank 0's parameters.
-    tch::no_grad(|| -> Result<(), WorkerError> {
-        for (_, mut p) in model.dense_params() {
-            collective.broadcast(&mut p, 0)?;
-        }
-        for (_, p) in model.extra_params() {
-            collective.broadcast(p, 0)?;
-        }
-        Ok(())
-    })?;
-    let adam = AdamConfig::new(spec.lr());
-    let fine_tune = model.is_transformer();
-    let (names, params): (Vec<String>, Vec<Tensor>) = model.dense_params().into_iter().unzip();
-    let mut opt = if fine_tune {
-        let decay = names.iter().map(|n| if no_decay(n) { 0.0 } else { FINE_TUNE_WEIGHT_DECAY }).collect();
-        Adam::with_decay(adam, params, decay)
-    } else {
-        Adam::new(adam, params)
-    };
-    model.init_sparse_optimizer(adam);
+    // Run 0 trains the map; with --threshold-samples runs 1 and 2 train
+    // afresh with their threshold samples in an extra class (carto_common::threshold).
+    let per_run = spec.epochs();
+    let mut run = threshold::run_of(job.start_epoch, per_run);
+    let mut setup = build_run(spec, data, job.device, collective, run)?;
+    let fine_tune = setup.model.is_transformer();
     // --lr 0 maps the model as loaded: no gradients, no steps.
     let frozen = spec.lr() == 0.0;
-    let total_steps = plan.steps_per_epoch() * spec.epochs() as u64;
+    let total_steps = plan.steps_per_epoch() * per_run as u64;
     let warmup_steps = (FINE_TUNE_WARMUP * total_steps as f64 + 0.5).floor() as u64;
     if let Some(path) = &job.resume_from {
-        let epoch = checkpoint::load(path, &mut model, &mut opt)?;
-        if epoch + 1 != job.start_epoch {
-            return Err(WorkerError::Internal(format!(
-                "checkpoint {} is of epoch {epoch}, but training resumes at epoch {}",
-                path.display(),
-                job.start_epoch
-            )));
+        // The checkpoint of the epoch before: of this run, unless this run starts now.
+        if job.start_epoch % per_run != 0 {
+            let epoch = checkpoint::load(path, &mut setup.model, &mut setup.opt)?;
+            if epoch + 1 != job.start_epoch {
+                return Err(WorkerError::Internal(format!(
+                    "checkpoint {} is of epoch {epoch}, but training resumes at epoch {}",
+                    path.display(),
+                    job.start_epoch
+                )));
+            }
+            info!(checkpoint = %path.display(), "resumed");
         }
-        info!(checkpoint = %path.display(), "resumed");
     }
 
     let record = spec.record_dynamics();
     let eval_pass = spec.dynamics_pass() == "eval";
-    let classes = data.num_classes as i64;
     let local_batch = plan.local_batch() as usize;
 
-    for epoch in job.start_epoch..spec.epochs() {
-        let _span = info_span!("epoch", job = job.job_id, generation = job.generation, rank = plan.rank, epoch)
+    for epoch in job.start_epoch..spec.epochs_total() {
+        if threshold::run_of(epoch, per_run) != run {
+            run = threshold::run_of(epoch, per_run);
+            setup = build_run(spec, data, job.device, collective, run)?;
+            info!(run, "a threshold-sample run starts afresh");
+        }
+        let RunSetup { model, opt, labels, labels_cpu, classes } = &mut setup;
+        let classes = *classes;
+        let _span = info_span!("epoch", job = job.job_id, generation = job.generation, rank = plan.rank, epoch, run)
             .entered();
         // Dropout draws from libtorch's generator: seeding it per (seed, epoch,
         // rank) makes an epoch rerun after a resume draw the same masks.
@@ -205,7 +187,7 @@ pub fn train(
             let real = mask_v.iter().filter(|&&m| m > 0.0).count() as u64;
             let idx = Tensor::from_slice(&samples).to_device(job.device);
             let mask = Tensor::from_slice(&mask_v).to_device(job.device);
-            let y = data.labels.index_select(0, &idx);
+            let y = labels.index_select(0, &idx);
 
             let logits = if frozen {
                 tch::no_grad(|| model.forward(&data.inputs, &samples, true))
@@ -222,11 +204,11 @@ pub fn train(
             if !frozen {
                 opt.zero_grad();
                 loss.backward();
-                sync_gradients(&mut model, collective)?;
+                sync_gradients(model, collective)?;
                 if fine_tune {
                     // After the all-reduce, so every rank clips the same global gradient.
                     opt.clip_grad_norm(FINE_TUNE_MAX_GRAD_NORM);
-                    let t = epoch as u64 * plan.steps_per_epoch() + step as u64;
+                    let t = (epoch - run * per_run) as u64 * plan.steps_per_epoch() + step as u64;
                     opt.set_lr(spec.lr() * linear_warmup(t, total_steps, warmup_steps));
                 }
                 opt.step();
@@ -291,11 +273,11 @@ pub fn train(
             } else {
                 Tensor::cat(&train_logits, 0)
             };
-            let rows = dynamics_rows(&items, &logits, &data.labels_cpu, epoch)?;
+            let rows = dynamics_rows(&items, &logits, labels_cpu, epoch)?;
             rows_sent = reporter.dynamics(epoch, &rows)?;
         }
         let (eval_samples, eval_loss_sum, eval_correct) = match eval {
-            Some(e) => evaluate(&mut model, e, plan.rank as usize, plan.world_size as usize, local_batch.max(256)),
+            Some(e) => evaluate(model, e, plan.rank as usize, plan.world_size as usize, local_batch.max(256)),
             None => (0, 0.0, 0),
         };
         let report = EpochReport {
@@ -316,12 +298,13 @@ pub fn train(
             "epoch trained"
         );
         if let (0, Some(dir)) = (plan.rank, &job.checkpoint_dir) {
-            checkpoint::save(dir, epoch, &mut model, &opt)?;
+            checkpoint::save(dir, epoch, model, opt)?;
         }
-        if spec.save_model() && plan.rank == 0 && epoch + 1 == spec.epochs() {
-            // Before the last report: the job's success implies the file is there.
+        if spec.save_model() && plan.rank == 0 && epoch + 1 == per_run {
+            // The map's model, before the run's last report: the job's success
+            // implies the file is there.
             if let Some(out) = spec.out.as_deref() {
-                save_model(&mut model, &std::path::Path::new(out).join("model.safetensors"))?;
+                save_model(model, &std::path::Path::new(out).join("model.safetensors"))?;
             }
         }
         if reporter.epoch_done(report)? {
@@ -329,7 +312,70 @@ pub fn train(
             break;
         }
     }
-    Ok(model)
+    Ok(setup.model)
+}
+
+/// One training run's model, optimizer and labels.
+struct RunSetup {
+    model: Model,
+    opt: Adam,
+    labels: Tensor,
+    labels_cpu: Vec<i64>,
+    classes: i64,
+}
+
+/// A fresh model for `run` (seeded by the job's seed and the run, so every
+/// rank builds it alike, then rank 0's parameters broadcast), its optimizer,
+/// and the run's labels: run 0 the dataset's; runs 1 and 2 with their
+/// threshold samples in class K, and one more output.
+fn build_run(
+    spec: &carto_common::spec::JobSpec,
+    data: &TrainData,
+    device: Device,
+    collective: &dyn Collective,
+    run: u32,
+) -> Result<RunSetup, WorkerError> {
+    let extra = usize::from(run > 0);
+    tch::manual_seed(spec.seed().wrapping_add(run as u64) as i64);
+    let mut model = Model::new(
+        &ModelConfig {
+            kind: spec.model(),
+            input_dim: data.input_dim,
+            num_classes: data.num_classes + extra,
+            hidden: spec.hidden() as usize,
+            embed_dim: spec.embed_dim() as usize,
+            hash_buckets: 1 << spec.hash_bits(),
+            pretrained: data.pretrained(),
+            train_layers: spec.train_layers(),
+        },
+        device,
+    )?;
+    // Every rank starts from rank 0's parameters.
+    tch::no_grad(|| -> Result<(), WorkerError> {
+        for (_, mut p) in model.dense_params() {
+            collective.broadcast(&mut p, 0)?;
+        }
+        for (_, p) in model.extra_params() {
+            collective.broadcast(p, 0)?;
+        }
+        Ok(())
+    })?;
+    let adam = AdamConfig::new(spec.lr());
+    let (names, params): (Vec<String>, Vec<Tensor>) = model.dense_params().into_iter().unzip();
+    let opt = if model.is_transformer() {
+        let decay = names.iter().map(|n| if no_decay(n) { 0.0 } else { FINE_TUNE_WEIGHT_DECAY }).collect();
+        Adam::with_decay(adam, params, decay)
+    } else {
+        Adam::new(adam, params)
+    };
+    model.init_sparse_optimizer(adam);
+    let (labels, labels_cpu) = if run == 0 {
+        (data.labels.shallow_clone(), data.labels_cpu.clone())
+    } else {
+        let l = threshold::run_labels(&data.labels_cpu, data.num_classes, spec.seed(), run);
+        (Tensor::from_slice(&l).to_device(device), l)
+    };
+    Ok(RunSetup { model, opt, labels, labels_cpu, classes: (data.num_classes + extra) as i64 })
 }
 
 fn epoch_seed(seed: u64, epoch: u32, rank: u32) -> i64 {

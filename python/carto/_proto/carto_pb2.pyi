@@ -23,7 +23,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("data", "label_col", "text_col", "feature_cols", "features_col", "id_col", "model", "hidden", "epochs", "batch_size", "lr", "seed", "workers", "threads_per_worker", "dynamics_pass", "device", "pretrained", "max_len", "out", "embed_dim", "hash_bits", "name", "record_dynamics", "save_model", "eval_data", "trainer", "num_samples", "num_classes", "label_names", "world_size", "train_layers", "group_by_length")
+    __slots__ = ("data", "label_col", "text_col", "feature_cols", "features_col", "id_col", "model", "hidden", "epochs", "batch_size", "lr", "seed", "workers", "threads_per_worker", "dynamics_pass", "device", "pretrained", "max_len", "out", "embed_dim", "hash_bits", "name", "record_dynamics", "save_model", "eval_data", "trainer", "num_samples", "num_classes", "label_names", "world_size", "train_layers", "group_by_length", "threshold_samples", "suspect_epochs")
     DATA_FIELD_NUMBER: _ClassVar[int]
     LABEL_COL_FIELD_NUMBER: _ClassVar[int]
     TEXT_COL_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,8 @@ class JobSpec(_message.Message):
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LAYERS_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     data: str
     label_col: str
     text_col: str
@@ -88,7 +90,9 @@ class JobSpec(_message.Message):
     world_size: int
     train_layers: int
     group_by_length: bool
-    def __init__(self, data: _Optional[str] = ..., label_col: _Optional[str] = ..., text_col: _Optional[str] = ..., feature_cols: _Optional[_Iterable[str]] = ..., features_col: _Optional[str] = ..., id_col: _Optional[str] = ..., model: _Optional[str] = ..., hidden: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., seed: _Optional[int] = ..., workers: _Optional[int] = ..., threads_per_worker: _Optional[int] = ..., dynamics_pass: _Optional[str] = ..., device: _Optional[str] = ..., pretrained: _Optional[str] = ..., max_len: _Optional[int] = ..., out: _Optional[str] = ..., embed_dim: _Optional[int] = ..., hash_bits: _Optional[int] = ..., name: _Optional[str] = ..., record_dynamics: _Optional[bool] = ..., save_model: _Optional[bool] = ..., eval_data: _Optional[str] = ..., trainer: _Optional[str] = ..., num_samples: _Optional[int] = ..., num_classes: _Optional[int] = ..., label_names: _Optional[_Iterable[str]] = ..., world_size: _Optional[int] = ..., train_layers: _Optional[int] = ..., group_by_length: _Optional[bool] = ...) -> None: ...
+    threshold_samples: bool
+    suspect_epochs: str
+    def __init__(self, data: _Optional[str] = ..., label_col: _Optional[str] = ..., text_col: _Optional[str] = ..., feature_cols: _Optional[_Iterable[str]] = ..., features_col: _Optional[str] = ..., id_col: _Optional[str] = ..., model: _Optional[str] = ..., hidden: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., seed: _Optional[int] = ..., workers: _Optional[int] = ..., threads_per_worker: _Optional[int] = ..., dynamics_pass: _Optional[str] = ..., device: _Optional[str] = ..., pretrained: _Optional[str] = ..., max_len: _Optional[int] = ..., out: _Optional[str] = ..., embed_dim: _Optional[int] = ..., hash_bits: _Optional[int] = ..., name: _Optional[str] = ..., record_dynamics: _Optional[bool] = ..., save_model: _Optional[bool] = ..., eval_data: _Optional[str] = ..., trainer: _Optional[str] = ..., num_samples: _Optional[int] = ..., num_classes: _Optional[int] = ..., label_names: _Optional[_Iterable[str]] = ..., world_size: _Optional[int] = ..., train_layers: _Optional[int] = ..., group_by_length: _Optional[bool] = ..., threshold_samples: _Optional[bool] = ..., suspect_epochs: _Optional[str] = ...) -> None: ...
 
 class EpochSummary(_message.Message):
     __slots__ = ("epoch", "samples", "loss", "accuracy", "samples_per_sec", "train_seconds", "wall_seconds", "eval_loss", "eval_accuracy")
