@@ -653,11 +653,34 @@ mod tests {
             (JobSpec { model: Some("roberta".into()), ..base() }, "--pretrained"),
             (JobSpec { train_layers: Some(0), ..base() }, "train_layers (--train-layers) applies to bert and roberta"),
             (JobSpec { group_by_length: Some(true), ..base() }, "group_by_length (--group-by-length) applies to bert"),
+            (JobSpec { suspect_epochs: Some("3..9".into()), ..base() }, "suspect_epochs (--suspect-epochs) 3..9 goes beyond the job's 5 epochs"),
+            (JobSpec { suspect_epochs: Some("2..1".into()), ..base() }, "suspect_epochs (--suspect-epochs) '2..1' selects no epoch"),
+            (JobSpec { suspect_epochs: Some("x".into()), ..base() }, "suspect_epochs (--suspect-epochs) 'x': expected A..B"),
         ];
         for (spec, want) in cases {
             let err = spec.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
+    }
+
+    #[test]
+    fn threshold_samples_triple_the_epochs_and_need_carto_s_own_runs() {
+        let s = JobSpec { threshold_samples: Some(true), epochs: Some(4), ..base() };
+        assert_eq!((s.runs(), s.epochs_total()), (3, 12));
+        assert_eq!(base().epochs_total(), 5);
+        s.validate().unwrap();
+        let back: JobSpec = pb::JobSpec::from(JobSpec { suspect_epochs: Some("1..3".into()), ..s.clone() }).into();
+        assert!(back.threshold_samples());
+        assert_eq!(back.suspect_epochs().unwrap().unwrap().to_string(), "1..3");
+        let external = JobSpec {
+            trainer: Some(EXTERNAL.into()),
+            num_samples: Some(10),
+            num_classes: Some(2),
+            out: Some("o".into()),
+            threshold_samples: Some(true),
+            ..Default::default()
+        };
+        assert!(external.validate().unwrap_err().to_string().contains("threshold_samples needs carto's own training runs"));
     }
 
     #[test]

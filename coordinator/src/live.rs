@@ -133,9 +133,10 @@ impl MapCache {
         map.job_id = src.job_id.clone();
         map.r#final = finished;
         if !finished {
-            map.epochs = src.committed;
+            // The threshold runs' epochs are not the map's.
+            map.epochs = if src.spec.is_external() { src.committed } else { src.committed.min(src.spec.epochs()) };
             let of = if src.spec.is_external() { String::new() } else { format!(" of {}", src.spec.epochs()) };
-            let live = format!("live: the metrics over the first {}{of} epochs, redrawn after each epoch", src.committed);
+            let live = format!("live: the metrics over the first {}{of} epochs, redrawn after each epoch", map.epochs);
             map.note = if map.note.is_empty() { live } else { format!("{live}; {}", map.note) };
         }
         Ok(map)
