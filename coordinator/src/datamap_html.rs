@@ -7,12 +7,13 @@
 //! Columns (point i is sample_id i, or `sample_id[i]` when sampled): label, confidence, variability,
 //! correctness, aum (int32 / float32), forgetting_events (u8, capped at 255),
 //! region (u8: bit 1 easy-to-learn, 2 ambiguous, 4 hard-to-learn — the 33%
-//! most confident, most variable, least confident, as in the PNG map). The
+//! most confident, most variable, least confident, as in the PNG map; 8
+//! is_suspect, with threshold samples). The
 //! suspects' most predicted class rides in the metadata.
 
 use std::path::Path;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use base64::Engine;
 use carto_common::proto::v1 as pb;
@@ -128,6 +129,14 @@ pub fn data_map(page: &Page) -> Result<pb::DataMap> {
     mark_top(&mut region, &variability, third, 2);
     let negated: Vec<f64> = confidence.iter().map(|c| -c).collect();
     mark_top(&mut region, &negated, third, 4);
+    // With threshold samples: the calibrated cut's suspects.
+    if let Some(flags) = m.column_by_name("is_suspect").and_then(|c| c.as_boolean_opt().cloned()) {
+        for (i, r) in region.iter_mut().enumerate() {
+            if flags.is_valid(i) && flags.value(i) {
+                *r |= 8;
+            }
+        }
+    }
     if sample_id.iter().enumerate().any(|(i, &s)| s != i as i64) {
         return Err(CartoError::invalid("metrics: sample_id must be the row index 0..n, in order"));
     }
@@ -319,7 +328,7 @@ pub const BODY: &str = r#"<header><h1 id="title"></h1><div id="note"></div><div 
 <aside>
 <p><b>Filter</b> <span id="shown"></span></p>
 <div id="labels"></div>
-<p><select id="region"><option value="all">all regions</option><option value="easy">easy-to-learn</option><option value="ambiguous">ambiguous</option><option value="hard">hard-to-learn</option></select>
+<p><select id="region"><option value="all">all regions</option><option value="easy">easy-to-learn</option><option value="ambiguous">ambiguous</option><option value="hard">hard-to-learn</option><option value="suspect">is_suspect</option></select>
 <input id="search" type="search" placeholder="search text or id"></p>
 <p><b>Selection</b> (lasso: shift + drag; box: alt + drag) <span id="count">0 selected</span> <button id="export">export CSV</button></p>
 <p><button id="review-open">review suspects</button></p>

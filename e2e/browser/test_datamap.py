@@ -161,3 +161,22 @@ def test_a_sampled_page_draws_suspects_and_a_sample_over_the_density_of_all(job,
     page.wait_for_timeout(300)
     assert page.evaluate(count_shaded) != shaded, "the layer follows the camera"
     assert not errors, errors
+
+
+def test_the_suspects_of_threshold_samples_filter_the_map(browser, tmp_path):
+    out = tmp_path / "ts"
+    subprocess.run([os.environ["CARTO_BIN"], "run", "--data", str(ROOT / "examples/fashion_mnist/fashion-2k.parquet"),
+                    "--label-col", "label", "--features-col", "pixels", "--model", "mlp", "--epochs", "3",
+                    "--threshold-samples", "--out", str(out), "-q"], check=True)
+    m = pl.read_parquet(out / "metrics.parquet")
+    flagged = int(m["is_suspect"].sum())
+    assert 0 < flagged < m.height
+    page, errors = open_map(browser, out / "datamap.html")
+    page.select_option("#region", "suspect")
+    assert page.inner_text("#shown").startswith(f"{flagged:,} of")
+    i = int(m["is_suspect"].arg_max())
+    x, y = page.evaluate(f"window.cartoMap.screenOf({i})")
+    page.mouse.move(x, y)
+    page.wait_for_function(f"window.cartoMap.hovered === {i}", timeout=5000)
+    assert "is_suspect" in page.inner_text("#tooltip")
+    assert not errors, errors

@@ -193,7 +193,9 @@ export async function mountMap(data) {
       `<tr><td>variability</td><td>${cols.variability[i].toFixed(3)}</td></tr>` +
       `<tr><td>correctness</td><td>${cols.correctness[i].toFixed(3)}</td></tr>` +
       `<tr><td>AUM</td><td>${cols.aum[i].toFixed(3)}</td></tr>` +
-      `<tr><td>forgetting events</td><td>${cols.forgetting_events[i]}</td></tr></table>`
+      `<tr><td>forgetting events</td><td>${cols.forgetting_events[i]}</td></tr>` +
+      (cols.region[i] & 8 ? `<tr><td>is_suspect</td><td>yes: below the threshold samples' cut</td></tr>` : '') +
+      `</table>`
     );
   };
   sp.subscribe('pointOver', (i) => {
@@ -223,7 +225,7 @@ export async function mountMap(data) {
       [...labelBox.querySelectorAll('input')].filter((b) => b.checked).map((b) => Number(b.dataset.label)),
     );
     const region = $('region').value;
-    const bit = { all: 0, easy: 1, ambiguous: 2, hard: 4 }[region];
+    const bit = { all: 0, easy: 1, ambiguous: 2, hard: 4, suspect: 8 }[region];
     const q = $('search').value.trim().toLowerCase();
     const keep = [];
     for (let i = 0; i < n; i++) {
