@@ -2,6 +2,11 @@
 //! embeddings, averaged, then a linear layer), and `bert` / `roberta`
 //! fine-tuned from a pretrained checkpoint ([`crate::transformer`]).
 //!
+//! Every layer carto creates starts as PyTorch's would: `nn.Linear`'s
+//! U(−1/√fan_in, 1/√fan_in) for weights and biases ([`torch_linear`]), the
+//! `bow` table as fastText's U(−1/dim, 1/dim); a fresh transformer head as
+//! Hugging Face transformers' (N(0, initializer_range), zero bias).
+//!
 //! Dense parameters live in a VarStore and are listed in name order, so every
 //! rank flattens and reduces them identically. The `bow` embedding table lives
 //! outside it: a training forward gathers only the rows its batch touches into a
@@ -59,10 +64,10 @@ impl Model {
         let root = vs.root();
         let (d, c) = (cfg.input_dim as i64, cfg.num_classes as i64);
         let net = match cfg.kind {
-            "linear" => Net::Linear(nn::linear(&root / "out", d, c, Default::default())),
+            "linear" => Net::Linear(torch_linear(&root / "out", d, c)),
             "mlp" => Net::Mlp(
-                nn::linear(&root / "hidden", d, cfg.hidden as i64, Default::default()),
-                nn::linear(&root / "out", cfg.hidden as i64, c, Default::default()),
+                torch_linear(&root / "hidden", d, cfg.hidden as i64),
+                torch_linear(&root / "out", cfg.hidden as i64, c),
             ),
             "bow" => {
                 let e = cfg.embed_dim as i64;
@@ -71,7 +76,7 @@ impl Model {
                     .uniform_(-1.0 / e as f64, 1.0 / e as f64);
                 Net::Bow(Bow {
                     table,
-                    head: nn::linear(&root / "out", e, c, Default::default()),
+                    head: torch_linear(&root / "out", e, c),
                     optim: None,
                     touched: None,
                 })
@@ -233,6 +238,22 @@ impl Model {
             _ => vec![],
         }
     }
+}
+
+/// A linear layer initialised as PyTorch's `nn.Linear(fan_in, out)`: the
+/// weight from `kaiming_uniform_(a=√5)`, which is U(−1/√fan_in, 1/√fan_in),
+/// then the bias from U(−1/√fan_in, 1/√fan_in). (tch's default draws the
+/// weight from Kaiming-uniform for ReLU, U(±√6/√fan_in), 2.45× wider, and the
+/// bias first.) The bounds are computed as PyTorch computes them and drawn in
+/// its order, so on CPU the same seed gives PyTorch's very parameters.
+pub fn torch_linear(p: nn::Path, fan_in: i64, out: i64) -> nn::Linear {
+    let a = 5f64.sqrt();
+    let gain = (2.0 / (1.0 + a * a)).sqrt();
+    let w = 3f64.sqrt() * (gain / (fan_in as f64).sqrt());
+    let b = if fan_in > 0 { 1.0 / (fan_in as f64).sqrt() } else { 0.0 };
+    let ws = p.var("weight", &[out, fan_in], nn::Init::Uniform { lo: -w, up: w });
+    let bs = p.var("bias", &[out], nn::Init::Uniform { lo: -b, up: b });
+    nn::Linear { ws, bs: Some(bs) }
 }
 
 fn gather_rows(x: &Tensor, samples: &[i64], device: Device) -> Tensor {
