@@ -102,9 +102,9 @@ fn threshold_samples_flag_the_flipped_labels_and_say_how() {
     let recall = hits as f64 / flipped.iter().filter(|&&f| f).count() as f64;
     // 2,000 images and 4 epochs: mostly flips among the flagged, a good share of the flips found.
     assert!(precision > 0.7 && recall > 0.35, "is_suspect: precision {precision:.3}, recall {recall:.3}");
-    let aum = f64s(&out.join("metrics.parquet"), "aum");
+    // With threshold samples the score is the evidence against the cut: suspect ⇔ score ≥ 0.
     let score = f64s(&out.join("metrics.parquet"), "mislabel_score");
-    assert!(aum.iter().zip(&score).all(|(a, s)| (a + s).abs() < 1e-12), "every epoch: the score is −aum");
+    assert!((0..score.len()).all(|i| suspect.value(i) == (score[i] >= 0.0)));
 
     // job.json: the window, the threshold, noise per class and the confused pairs.
     let le = &job["label_errors"];
