@@ -199,13 +199,13 @@ def flagged_scores(flag, flipped):
     return r
 
 
-def run_carto(carto, data, dataset, out, threads, threshold_value):
+def run_carto(carto, data, dataset, out, threads, threshold_value, use_threshold=True):
     import polars as pl
 
     ds = DATASET[dataset]
     cmd = [carto, "run", "--data", data, "--label-col", "label", *ds["feature"], "--model", ds["model"],
            "--seed", TRAIN_SEED, "--threads-per-worker", threads, "--out", out, "--overwrite", "-q"]
-    th = threshold_option(carto)
+    th = threshold_option(carto) if use_threshold else None
     if th == []:
         cmd.append("--threshold-samples")
     elif th is not None:
@@ -447,17 +447,26 @@ def main():
             tag = f"{size}-{case}" + (f"-seed{seed}" if percent else "")
             data = work / "data" / (tag + DATASET[dataset]["suffix"])
             write_case(dataset, base, noisy, data)
-            methods = [(label, lambda out, b=b: run_carto(b, data, dataset, out, args.threads, args.threshold_samples_value),
-                        key_of(b) + ":" + key_of(Path(b).with_name("carto-worker"))) for label, b in cartos.items()]
+            # Each carto as a plain map (one training run), and with
+            # --threshold-samples where it has it (three runs: is_suspect).
+            methods = []
+            for label, b in cartos.items():
+                key = key_of(b) + ":" + key_of(Path(b).with_name("carto-worker"))
+                methods.append((label, lambda out, b=b: run_carto(b, data, dataset, out, args.threads, None, False), key + ":plain"))
+                if threshold_option(b) is not None:
+                    methods.append((label + " --threshold-samples",
+                                    lambda out, b=b: run_carto(b, data, dataset, out, args.threads, args.threshold_samples_value),
+                                    key + ":threshold"))
             if percent:
                 methods.append(("pytorch", lambda out: run_pytorch(data, dataset, out, args.threads), key_of(REFERENCE)))
             methods.append(("cleanlab", lambda out: run_cleanlab(data, dataset, out, args.threads), cleanlab_key()))
             for method, go, key in methods:
-                cached = work / "results" / f"{tag}-{method}.json"
+                safe = method.replace(" --", "+").replace(" ", "_")
+                cached = work / "results" / f"{tag}-{safe}.json"
                 if cached.exists() and json.loads(cached.read_text()).get("key") == key:
                     row = json.loads(cached.read_text())
                 else:
-                    res = go(work / "runs" / f"{tag}-{method}")
+                    res = go(work / "runs" / f"{tag}-{safe}")
                     arrays = res.pop("score_arrays")
                     flags = res.pop("is_suspect")
                     order = res.pop("suspects_order", None)
