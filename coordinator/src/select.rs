@@ -19,7 +19,9 @@
 //! al. 2023, "Coverage-centric Coreset Selection for High Pruning Rates",
 //! ICLR 2023, Algorithm 1), by the same metric (default `aum`):
 //! 1. prune the hardest p = ⌊β · n + 0.5⌋ samples (`--hard-prune` β, default
-//!    0.1): the head of the paper's order above, ties by sample_id;
+//!    0.1): the head of the order above (lowest aum, confidence, correctness;
+//!    highest el2n, variability, forgetting_events, threshold_closeness),
+//!    ties by sample_id;
 //! 2. split the remaining samples' value range [lo, hi] into K equal-width
 //!    strata (`--strata` K, default 50): stratum ⌊K · (v − lo)/(hi − lo)⌋,
 //!    the maximum in the last one (all in one when hi = lo);
