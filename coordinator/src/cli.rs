@@ -100,9 +100,14 @@ pub struct SelectArgs {
     /// The dataset the metrics describe [default: the job's, from the job.json beside --metrics].
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
-    /// confidence | variability | correctness | forgetting_events | aum | threshold_closeness | el2n.
-    #[arg(long)]
-    pub metric: crate::select::Metric,
+    /// confidence | variability | correctness | forgetting_events | aum | threshold_closeness | el2n
+    /// [required with --strategy top; default with --strategy coverage: aum].
+    #[arg(long, required_unless_present = "strategy")]
+    pub metric: Option<crate::select::Metric>,
+    /// top: the head of the paper's order; coverage: coverage-centric selection (Zheng et al. 2023):
+    /// drop the hardest --hard-prune, then sample evenly across --strata equal-width ranges of the metric.
+    #[arg(long, value_name = "top|coverage", default_value = "top")]
+    pub strategy: crate::select::Strategy,
     /// Fraction of samples to keep: k = ⌊fraction·n + 0.5⌋.
     #[arg(long, value_name = "F")]
     pub fraction: f64,
@@ -115,6 +120,15 @@ pub struct SelectArgs {
     /// Half from each end of the order.
     #[arg(long)]
     pub both_ends: bool,
+    /// Coverage: the fraction of the hardest samples dropped before sampling (β, in [0, 1)) [default: 0.1].
+    #[arg(long, value_name = "F")]
+    pub hard_prune: Option<f64>,
+    /// Coverage: the number of equal-width strata of the metric's range [default: 50].
+    #[arg(long, value_name = "K")]
+    pub strata: Option<usize>,
+    /// Coverage: the seed of the random draw within each stratum [default: 42].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
     /// The subset: the dataset's rows with all their columns, plus the metrics.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -371,17 +385,54 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Select(a) => {
+            use crate::select::{Coverage, Strategy};
             let what = a.metrics.display().to_string();
-            let metrics = recompute::read_metrics(&a.metrics)?;
-            let sel = crate::select::Selection {
-                metric: a.metric,
-                fraction: a.fraction,
-                worst: a.worst,
-                per_class: a.per_class,
-                both_ends: a.both_ends,
+            let flag_error = |msg: String| -> anyhow::Error { carto_common::CartoError::invalid(msg).into() };
+            let metric = match a.strategy {
+                Strategy::Top => {
+                    for (given, flag) in [(a.hard_prune.is_some(), "--hard-prune"), (a.strata.is_some(), "--strata"), (a.seed.is_some(), "--seed")] {
+                        if given {
+                            return Err(flag_error(format!("{flag} applies only to --strategy coverage")));
+                        }
+                    }
+                    a.metric.ok_or_else(|| flag_error("--metric is required with --strategy top".into()))?
+                }
+                Strategy::Coverage => {
+                    for (given, flag) in [(a.worst, "--worst"), (a.both_ends, "--both-ends")] {
+                        if given {
+                            return Err(flag_error(format!(
+                                "{flag} does not apply to --strategy coverage (it drops the hard end and samples every range of the metric)"
+                            )));
+                        }
+                    }
+                    a.metric.unwrap_or(Coverage::DEFAULT_METRIC)
+                }
             };
-            let (values, labels) = crate::select::metric_values(&metrics, a.metric, &what)?;
-            let chosen = crate::select::select(&values, &labels, &sel)?;
+            let metrics = recompute::read_metrics(&a.metrics)?;
+            let (values, labels) = crate::select::metric_values(&metrics, metric, &what)?;
+            let chosen = match a.strategy {
+                Strategy::Top => {
+                    let sel = crate::select::Selection {
+                        metric,
+                        fraction: a.fraction,
+                        worst: a.worst,
+                        per_class: a.per_class,
+                        both_ends: a.both_ends,
+                    };
+                    crate::select::select(&values, &labels, &sel)?
+                }
+                Strategy::Coverage => {
+                    let cov = Coverage {
+                        metric,
+                        fraction: a.fraction,
+                        hard_prune: a.hard_prune.unwrap_or(Coverage::DEFAULT_HARD_PRUNE),
+                        strata: a.strata.unwrap_or(Coverage::DEFAULT_STRATA),
+                        seed: a.seed.unwrap_or(Coverage::DEFAULT_SEED),
+                        per_class: a.per_class,
+                    };
+                    crate::select::select_coverage(&values, &labels, &cov)?
+                }
+            };
             let data_path = match a.data {
                 Some(d) => d,
                 None => crate::select::job_dataset(&a.metrics)?,
@@ -389,7 +440,11 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let data = carto_common::dataset::read_table(&data_path)?;
             let subset = crate::select::selected_rows(&data, &metrics, &chosen, &data_path.display().to_string())?;
             outputs::write_parquet_atomic(&a.out, &subset, None)?;
-            println!("carto: wrote {} ({} of {} rows, by {})", a.out.display(), chosen.len(), metrics.num_rows(), a.metric.column());
+            let by = match a.strategy {
+                Strategy::Top => metric.column().to_string(),
+                Strategy::Coverage => format!("coverage over {}", metric.column()),
+            };
+            println!("carto: wrote {} ({} of {} rows, by {by})", a.out.display(), chosen.len(), metrics.num_rows());
             Ok(ExitCode::SUCCESS)
         }
         Command::Suspects(a) => {
