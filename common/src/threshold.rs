@@ -11,6 +11,9 @@
 
 use crate::sampler::permutation;
 
+/// The name of class K in a threshold run's files (string labels).
+pub const FAKE_CLASS_NAME: &str = "(threshold sample)";
+
 /// Run 0 is the map's; runs 1 and 2 carry threshold samples.
 pub const RUNS: u32 = 3;
 

@@ -699,6 +699,11 @@ impl Aggregator {
             return Err(CartoError::FailedPrecondition("this job records no dynamics".into()));
         }
         let out = out_for(&self.out, self.run_of(epoch));
+        // A threshold run's rows name one more class: the threshold samples'.
+        let names: Option<Vec<String>> = match (&self.info.label_names, self.run_of(epoch)) {
+            (Some(names), r) if r > 0 => Some(names.iter().cloned().chain([threshold::FAKE_CLASS_NAME.to_string()]).collect()),
+            (names, _) => names.clone(),
+        };
         let stage = Self::stage_of(&mut self.stage, epoch, generation, rank)?;
         match stage.report[rank as usize] {
             Report::Open(_) => {
@@ -719,7 +724,7 @@ impl Aggregator {
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| CartoError::io(&tmp, e))?;
         // From here on the writer owns the file (and removes it if dropped).
         let mut w = PartWriter { id, tmp, path: dir.join(part_name(rank)), writer: None, placed: false };
-        let props = outputs::part_writer_props(self.info.label_names.as_deref());
+        let props = outputs::part_writer_props(names.as_deref());
         let writer = ArrowWriter::try_new(file, dynamics::schema(), Some(props))
             .map_err(|e| CartoError::internal(format!("{}: {e}", w.tmp.display())))?;
         w.writer = Some(writer);

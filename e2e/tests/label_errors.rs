@@ -167,3 +167,22 @@ fn the_score_window_is_given_or_recorded() {
     assert!(err.contains("--suspect-epochs") && err.contains("2..9") && err.lines().count() == 1, "{err}");
     assert!(!out.join("job.json").exists());
 }
+
+#[test]
+fn threshold_samples_work_with_string_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = example("rotten_tomatoes/reviews-2k.csv");
+    assert_success(&carto(&[
+        "run", "--data", data.to_str().unwrap(), "--label-col", "label", "--text-col", "text", "--epochs", "2",
+        "--threshold-samples", "--out", out.to_str().unwrap(), "-q",
+    ]));
+    let job = job_json(&out);
+    let rates = job["label_errors"]["noise_rate"].as_array().unwrap();
+    let names: Vec<&str> = rates.iter().map(|r| r["label_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fresh", "rotten"]);
+    // The threshold runs' files name the extra class.
+    assert!(parquet_metadata(&out.join("threshold_runs/dynamics/epoch=2/part-0.parquet"), "carto.label_names")
+        .unwrap()
+        .contains("(threshold sample)"));
+}
