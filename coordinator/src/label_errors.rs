@@ -264,6 +264,12 @@ mod tests {
     }
 
     #[test]
+    fn the_threshold_runs_are_one_of_carto_s_outputs() {
+        // `--overwrite` removes them with the rest.
+        assert!(crate::outputs::is_carto_output(THRESHOLD_RUNS_DIR));
+    }
+
+    #[test]
     fn the_percentile_is_the_nearest_rank() {
         let mut v: Vec<f64> = (1..=100).map(|x| x as f64).collect();
         assert_eq!(percentile(&mut v, 0.99), 99.0);

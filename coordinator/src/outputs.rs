@@ -27,7 +27,7 @@ pub const LABEL_NAMES_KEY: &str = "carto.label_names";
 
 /// Every file and folder a job writes into its output directory.
 pub const OUTPUT_NAMES: &[&str] =
-    &[METRICS_FILE, DYNAMICS_DIR, JOB_FILE, MODEL_FILE, "datamap.png", "datamap.svg", "datamap.html", "suspects.csv"];
+    &[METRICS_FILE, DYNAMICS_DIR, JOB_FILE, MODEL_FILE, "datamap.png", "datamap.svg", "datamap.html", "suspects.csv", "threshold_runs"];
 /// The trained parameters, with `--save-model` (written by rank 0).
 pub const MODEL_FILE: &str = "model.safetensors";
 

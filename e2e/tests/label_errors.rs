@@ -128,6 +128,10 @@ fn threshold_samples_flag_the_flipped_labels_and_say_how() {
     let report = std::fs::read_to_string(out.join("suspects.csv")).unwrap();
     assert!(report.lines().next().unwrap().contains("mislabel_score,score_epochs,"));
     assert!(report.lines().nth(1).unwrap().contains(",0..4,"));
+
+    // Run again over the same outputs: --overwrite takes the threshold runs away too.
+    assert_success(&run(&data, &out, &["--threshold-samples", "--overwrite"]));
+    assert_eq!(job_json(&out)["epochs"].as_array().unwrap().len(), 12);
 }
 
 #[test]
