@@ -15,11 +15,11 @@
 //!   threshold samples' AUM over the same window ([`THRESHOLD_PERCENTILE`]:
 //!   the 25th, where the paper takes the 99th). A sample's evidence is its
 //!   AUM minus the threshold, averaged over the runs where it was a real
-//!   sample and the map's run (against the two thresholds' mean); the
-//!   mislabel score becomes −evidence, and `is_suspect` is a score ≥ 0
-//!   (AUM at or below the threshold, Pleiss et al. 2020). The suspects give
-//!   a noise rate per class and, with each suspect's most predicted class,
-//!   a noise matrix.
+//!   sample and the map's run (against the two thresholds' mean);
+//!   `is_suspect` is evidence ≤ 0 (AUM at or below the threshold, Pleiss et
+//!   al. 2020). The mislabel score and its ranking stay the map's. The
+//!   suspects give a noise rate per class and, with each suspect's most
+//!   predicted class, a noise matrix.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -86,8 +86,7 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
 /// What the end of a job adds to its outputs.
 pub struct LabelErrors {
     pub record: LabelErrorsRecord,
-    /// −AUM over the window, per sample; with threshold samples, minus the
-    /// evidence (so `is_suspect` ⇔ score ≥ 0).
+    /// −AUM over the window, per sample.
     pub mislabel_score: Vec<f64>,
     /// With threshold samples.
     pub is_suspect: Option<Vec<bool>>,
@@ -138,7 +137,7 @@ pub fn compute(
     let (window, how) = choose_window(spec, summaries, epochs)?;
     let whole = window.start == 0 && window.end == Some(epochs);
     let aum = if whole { full_aum } else { aum_over(&out.join(DYNAMICS_DIR), window, n)? };
-    let mut mislabel_score: Vec<f64> = aum.iter().map(|a| -a).collect();
+    let mislabel_score: Vec<f64> = aum.iter().map(|a| -a).collect();
     let mut record = LabelErrorsRecord {
         suspect_epochs: [window.start, window.end.unwrap_or(epochs)],
         window: how.to_string(),
@@ -174,18 +173,16 @@ pub fn compute(
     let threshold = record.thresholds.iter().sum::<f64>() / record.thresholds.len() as f64;
     record.threshold = Some(threshold);
     // The map's run is a third model: measured against the runs' mean
-    // threshold it joins the evidence, and the three-model average ranks
-    // better than one model's AUM (the quality study).
+    // threshold it joins the evidence. (The ranking stays the map's own: with
+    // two classes a third of the threshold runs' samples are moved to the
+    // fake class, and their margins made Rotten Tomatoes' ranking worse.)
     for s in 0..n {
         if aum[s].is_finite() {
             evidence[s] += aum[s] - threshold;
             runs_real[s] += 1;
         }
     }
-    for s in 0..n {
-        mislabel_score[s] = if runs_real[s] > 0 { -evidence[s] / runs_real[s] as f64 } else { f64::NAN };
-    }
-    let is_suspect: Vec<bool> = mislabel_score.iter().map(|&m| m >= 0.0).collect();
+    let is_suspect: Vec<bool> = (0..n).map(|s| runs_real[s] > 0 && evidence[s] / runs_real[s] as f64 <= 0.0).collect();
 
     // Noise per class, and where the suspects' labels most likely belong.
     let flagged: Vec<usize> = (0..n).filter(|&s| is_suspect[s]).collect();

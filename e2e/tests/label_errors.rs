@@ -102,9 +102,10 @@ fn threshold_samples_flag_the_flipped_labels_and_say_how() {
     let recall = hits as f64 / flipped.iter().filter(|&&f| f).count() as f64;
     // 2,000 images and 4 epochs: mostly flips among the flagged, a good share of the flips found.
     assert!(precision > 0.7 && recall > 0.35, "is_suspect: precision {precision:.3}, recall {recall:.3}");
-    // With threshold samples the score is the evidence against the cut: suspect ⇔ score ≥ 0.
+    // The ranking stays the map's: over every epoch, the score is −aum.
+    let aum = f64s(&out.join("metrics.parquet"), "aum");
     let score = f64s(&out.join("metrics.parquet"), "mislabel_score");
-    assert!((0..score.len()).all(|i| suspect.value(i) == (score[i] >= 0.0)));
+    assert!(aum.iter().zip(&score).all(|(a, s)| (a + s).abs() < 1e-12));
 
     // job.json: the window, the threshold, noise per class and the confused pairs.
     let le = &job["label_errors"];
