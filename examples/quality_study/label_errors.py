@@ -523,7 +523,8 @@ def score_name(method, key, rows):
 
 
 def report(rows, cases, seeds, cartos, results, args, total):
-    methods = list(cartos) + ["pytorch", "cleanlab"]
+    seen = {r["method"] for r in rows}
+    methods = [m for c in cartos for m in (c, c + " --threshold-samples") if m in seen] + ["pytorch", "cleanlab"]
     size = "quick (2,000 samples)" if args.quick else "full"
     lines = [
         "# Label-error detection: carto, the plain PyTorch map and cleanlab",
@@ -564,7 +565,7 @@ def report(rows, cases, seeds, cartos, results, args, total):
                     what = "find_label_issues" if m == "cleanlab" else "is_suspect"
                     lines.append(f"| {m} | {what} | {ms([r['flagged']['flagged'] for r in mr], 0)} | "
                                  f"{ms([r['flagged']['precision'] for r in mr])} | {ms([r['flagged']['recall'] for r in mr])} |")
-            csv = [(m, [r["suspects_csv"] for r in cr if r["method"] == m and r.get("suspects_csv")]) for m in cartos]
+            csv = [(m, [r["suspects_csv"] for r in cr if r["method"] == m and r.get("suspects_csv")]) for m in methods[:-2]]
             csv = [(m, v) for m, v in csv if v]
             if csv:
                 lines += ["", f"The first {csv[0][1][0]['rows_used']:,} rows of `suspects.csv` hold "
@@ -584,10 +585,10 @@ def report(rows, cases, seeds, cartos, results, args, total):
                 flagged = f"{f['flagged']}" if f else "–"
                 fraction = f"{f['fraction_flagged']:.4f}" if f else "–"
                 lines.append(f"| {r['method']} | {what} | {flagged} | {fraction} | {r['wall_seconds']:.1f} | {r.get('cpu_seconds', 0):.1f} |")
-        for r in cr:
-            if r.get("label_errors") is not None:
-                lines += ["", f"`{r['method']}` job.json `label_errors` (seed {r['seed']}):", "", "```json",
-                          json.dumps(r["label_errors"], indent=2), "```"]
+        shown = [r for r in cr if r.get("label_errors", {}).get("threshold") is not None][:1]
+        for r in shown:
+            lines += ["", f"`{r['method']}` job.json `label_errors` (seed {r['seed']}):", "", "```json",
+                      json.dumps(r["label_errors"]), "```"]
         lines.append("")
     (results / "results.md").write_text("\n".join(lines))
     (results / "results.json").write_text(json.dumps({
