@@ -10,6 +10,8 @@
 #   MODEL=label-errors scripts/quality_study.sh  carto vs the plain PyTorch map vs cleanlab (5-fold), with
 #                                            and without --threshold-samples (label_errors.py)
 #                                            → examples/quality_study/results-label-errors/
+#   MODEL=window scripts/quality_study.sh    the mislabel score's window after 20 epochs (window_study.py)
+#                                            → examples/quality_study/results-window/ (FASHION_MNIST_DIR)
 #   MODEL=coverage scripts/quality_study.sh  coverage-centric selection vs ambiguous, EL2N and random
 #                                            subsets at 10/33/50% (coverage_study.py) → results-coverage/
 # Writes results.md, results.json and the data maps.
@@ -34,8 +36,11 @@ case "${MODEL:-bow}" in
     "$CARTO_PYTHON" -c "import cleanlab" 2>/dev/null || "$CARTO_PYTHON" -m pip install --quiet "cleanlab==2.9.0" scikit-learn
     "$CARTO_PYTHON" examples/quality_study/label_errors.py \
       "${CARGO_TARGET_DIR:-target}/release/carto" out/quality_study_label_errors examples/quality_study/results-label-errors ;;
+  window)
+    "$CARTO_PYTHON" examples/quality_study/window_study.py "${CARGO_TARGET_DIR:-target}/release/carto" \
+      "${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" out/window_study examples/quality_study/results-window ;;
   coverage)
     "$CARTO_PYTHON" examples/quality_study/coverage_study.py \
       "${CARGO_TARGET_DIR:-target}/release/carto" out/coverage_study examples/quality_study/results-coverage ;;
-  *) echo "quality_study.sh: MODEL must be bow, roberta, minilm, label-errors or coverage, got '$MODEL'" >&2; exit 2 ;;
+  *) echo "quality_study.sh: MODEL must be bow, roberta, minilm, label-errors, window or coverage, got '$MODEL'" >&2; exit 2 ;;
 esac
