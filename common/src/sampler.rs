@@ -30,11 +30,12 @@ pub struct ShardItem {
     pub padding: bool,
 }
 
-/// SplitMix64: tiny, fast and well mixed; the same sequence on every platform.
-struct SplitMix64(u64);
+/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast and well mixed; the
+/// same sequence on every platform, so a seed names one shuffle (or subset).
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -43,8 +44,18 @@ impl SplitMix64 {
     }
     /// Uniform in `[0, bound)` by Lemire's multiply-shift (bias < 2^-32 for
     /// bounds below 2^32, irrelevant for shuffling).
-    fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         ((self.next() as u128 * bound as u128) >> 64) as u64
+    }
+    /// Uniform in `[0, n)` (n ≥ 1) by rejection: no bias at all.
+    pub fn below_unbiased(&mut self, n: u64) -> u64 {
+        let reject = (u64::MAX % n + 1) % n; // 2^64 mod n
+        loop {
+            let x = self.next();
+            if x <= u64::MAX - reject {
+                return x % n;
+            }
+        }
     }
 }
 

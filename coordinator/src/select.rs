@@ -45,6 +45,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Schema};
+use carto_common::sampler::SplitMix64;
 use carto_common::{CartoError, Result};
 
 /// The metrics a subset can be selected by.
@@ -214,31 +215,6 @@ impl Coverage {
     pub const DEFAULT_SEED: u64 = carto_common::spec::defaults::SEED;
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): small, fast, and the same stream
-/// on every platform, so a seed names one subset.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n ≥ 1), by rejection: no modulo bias.
-    fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        let reject = (u64::MAX % n + 1) % n; // 2^64 mod n
-        loop {
-            let x = self.next();
-            if x <= u64::MAX - reject {
-                return (x % n) as usize;
-            }
-        }
-    }
-}
 
 /// The strata of `members` (sample ids) by their values: K equal-width bins
 /// over [min, max] of those values, each bin's members in the order given.
@@ -333,7 +309,7 @@ pub fn select_coverage(values: &[f64], labels: &[i64], cov: &Coverage) -> Result
         for (mut stratum, share) in strata.into_iter().zip(shares) {
             // A partial Fisher–Yates shuffle: the first `share` are a uniform sample.
             for i in 0..share {
-                let j = i + rng.below(stratum.len() - i);
+                let j = i + rng.below_unbiased((stratum.len() - i) as u64) as usize;
                 stratum.swap(i, j);
             }
             chosen.extend_from_slice(&stratum[..share]);

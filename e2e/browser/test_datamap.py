@@ -5,16 +5,12 @@ the tests hover, filter, select, export and review as a user would, and check
 every answer against metrics.parquet and suspects.csv."""
 import csv
 import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +20,6 @@ def job(tmp_path_factory):
     subprocess.run([carto, "run", "--data", str(ROOT / "examples/rotten_tomatoes/reviews-2k.csv"), "--label-col", "label",
                     "--text-col", "text", "--id-col", "id", "--epochs", "4", "--out", str(out), "-q"], check=True)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_map(browser, path):

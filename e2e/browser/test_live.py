@@ -12,21 +12,10 @@ import threading
 from pathlib import Path
 
 import polars as pl
-import pytest
 
-from test_datamap import ARGS, CHROMIUM, ROOT
+from conftest import ROOT
 
 REVIEWS = ROOT / "examples/rotten_tomatoes/reviews.csv"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 class Proc:
