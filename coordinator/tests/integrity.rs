@@ -210,6 +210,7 @@ fn finished_record(id: &str, out: &std::path::Path) -> JobRecord {
         epochs: vec![],
         timings: Default::default(),
         outputs: Default::default(),
+        label_errors: None,
     }
 }
 
