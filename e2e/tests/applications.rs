@@ -105,7 +105,7 @@ fn suspects_and_map_commands_and_their_errors() {
     assert_success(&r);
     let text = String::from_utf8_lossy(&r.stdout).to_string();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "rank,sample_id,id,label,most_predicted,mislabel_score,confidence,variability,aum,correctness,forgetting_events,text");
+    assert_eq!(lines[0], "rank,sample_id,id,label,most_predicted,mislabel_score,score_epochs,confidence,variability,aum,correctness,forgetting_events,text");
     let scores: Vec<f64> = lines[1..].iter().map(|l| l.split(',').nth(5).unwrap().parse().unwrap()).collect();
     assert!(scores.len() >= 10 && scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(lines[1].split(',').nth(4).is_some_and(|p| p == "fresh" || p == "rotten"), "most predicted: {}", lines[1]);
