@@ -231,8 +231,9 @@ def compute_metrics(gold_prob, correct, margin, el2n):
 # ----------------------------------------------------------------------------
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def training_arguments(ap):
+    """The data, model and training flags (shared with the label-error study's
+    cross-validated training, which must train exactly as this script does)."""
     ap.add_argument("--data", required=True)
     ap.add_argument("--label-col", required=True)
     g = ap.add_mutually_exclusive_group(required=True)
@@ -248,6 +249,11 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    training_arguments(ap)
     ap.add_argument("--no-record", action="store_true", help="train only: no dynamics, no metrics")
     args = ap.parse_args()
     record = not args.no_record

@@ -278,23 +278,12 @@ def run_cleanlab(data, dataset, out, threads):
 
 
 def cleanlab_main(argv):
+    sys.path.insert(0, str(REFERENCE.parent))
+    import torch_reference as tr
+
     ap = argparse.ArgumentParser(prog="label_errors.py _cleanlab")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--label-col", required=True)
-    g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--text-col")
-    g.add_argument("--features-col")
-    ap.add_argument("--model", choices=["mlp", "bow"], required=True)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--embed-dim", type=int, default=64)
-    ap.add_argument("--hash-bits", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=42)
+    tr.training_arguments(ap)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
     import torch
@@ -304,9 +293,6 @@ def cleanlab_main(argv):
     import cleanlab
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
-
-    sys.path.insert(0, str(REFERENCE.parent))
-    import torch_reference as tr
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
