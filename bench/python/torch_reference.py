@@ -168,6 +168,19 @@ class Bow(nn.Module):
         return self.out(self.emb(ids, offsets))
 
 
+def batch_inputs(features, idx):
+    """The model's arguments for rows `idx`: the dense rows (mlp), or the
+    batch's n-grams and their offsets (bow), gathered from the CSR arrays of
+    hash_texts without a Python loop."""
+    if isinstance(features, torch.Tensor):
+        return (features.index_select(0, idx),)
+    ids, starts, lens = features
+    bl = lens.index_select(0, idx)
+    offsets = torch.cumsum(bl, 0) - bl
+    pos = torch.repeat_interleave(starts.index_select(0, idx) - offsets, bl) + torch.arange(int(bl.sum()))
+    return ids.index_select(0, pos), offsets
+
+
 # ----------------------------------------------------------------------------
 # Dynamics and metrics
 
@@ -281,14 +294,10 @@ def main():
     del table
     load_seconds = time.perf_counter() - t0
 
+    features = x if args.model == "mlp" else (ids, starts, lens)
+
     def forward(idx):
-        if args.model == "mlp":
-            return model(x.index_select(0, idx))
-        # This batch's n-grams, gathered from the CSR arrays without a Python loop.
-        bl = lens.index_select(0, idx)
-        offsets = torch.cumsum(bl, 0) - bl
-        pos = torch.repeat_interleave(starts.index_select(0, idx) - offsets, bl) + torch.arange(int(bl.sum()))
-        return model(ids.index_select(0, pos), offsets)
+        return model(*batch_inputs(features, idx))
 
     out = args.out
     if os.path.isdir(out):

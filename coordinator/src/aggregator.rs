@@ -264,14 +264,6 @@ impl Drop for PartWriter {
     }
 }
 
-fn out_for(out: &Path, run: u32) -> PathBuf {
-    if run == 0 {
-        out.to_path_buf()
-    } else {
-        out.join(crate::label_errors::THRESHOLD_RUNS_DIR)
-    }
-}
-
 /// The hidden file a report streams into, unique to the report.
 fn report_tmp(out: &Path, id: &ReportId) -> PathBuf {
     let name = format!("part-{}.g{}.r{}.parquet", id.rank, id.generation, id.serial);
@@ -588,7 +580,10 @@ impl Aggregator {
     /// Where `epoch`'s partition goes: `OUT/dynamics/`, or for a threshold
     /// run `OUT/threshold_runs/dynamics/`.
     fn out_of(&self, epoch: u32) -> PathBuf {
-        out_for(&self.out, self.run_of(epoch))
+        match self.run_of(epoch) {
+            0 => self.out.clone(),
+            _ => self.out.join(crate::label_errors::THRESHOLD_RUNS_DIR),
+        }
     }
 
     /// The aggregator of an external job (the user's own training loop):
@@ -698,7 +693,7 @@ impl Aggregator {
         if !self.record {
             return Err(CartoError::FailedPrecondition("this job records no dynamics".into()));
         }
-        let out = out_for(&self.out, self.run_of(epoch));
+        let out = self.out_of(epoch);
         // A threshold run's rows name one more class: the threshold samples'.
         let names: Option<Vec<String>> = match (&self.info.label_names, self.run_of(epoch)) {
             (Some(names), r) if r > 0 => Some(names.iter().cloned().chain([threshold::FAKE_CLASS_NAME.to_string()]).collect()),
@@ -817,6 +812,7 @@ impl Aggregator {
     /// report (aborted already, or replaced), or its rank already sent
     /// `EpochDone`.
     pub fn abort_report(&mut self, id: ReportId) -> Result<()> {
+        let out = self.out_of(id.epoch);
         let stage = Self::stage_of_report(&mut self.stage, &id, true)?;
         let r = id.rank as usize;
         if stage.done[r].is_some() {
@@ -827,7 +823,6 @@ impl Aggregator {
         }
         let finished = matches!(stage.report[r], Report::Finished(_));
         stage.unstage(id.rank);
-        let out = out_for(&self.out, self.threshold_runs.as_ref().map_or(0, |(e, _)| threshold::run_of(id.epoch, *e)));
         let _ = std::fs::remove_file(report_tmp(&out, &id));
         if finished {
             let _ = std::fs::remove_file(outputs::pending_dir(&out, id.epoch).join(part_name(id.rank)));
@@ -892,8 +887,7 @@ impl Aggregator {
             if self.plan.external {
                 drop_losing_rows(&self.out, stage, self.info.label_names.as_deref())?;
             }
-            let out = out_for(&self.out, self.threshold_runs.as_ref().map_or(0, |(e, _)| threshold::run_of(stage.epoch, *e)));
-            Self::publish(&out, stage)?;
+            Self::publish(&self.out_of(stage.epoch), stage)?;
         }
         let Some(stage) = self.stage.take() else {
             return Err(CartoError::internal("commit without an open stage"));
@@ -1077,14 +1071,17 @@ impl Aggregator {
     /// The metrics over the epochs committed so far (what the live map
     /// draws): samples not observed yet have null metrics.
     pub fn live_metrics(&self) -> Result<RecordBatch> {
-        let learned;
-        let info = if self.plan.external {
-            learned = SampleInfo { labels: self.labels.clone(), ..(*self.info).clone() };
-            &learned
+        outputs::metrics_table(&self.acc, &self.sample_info(), outputs::Recorded::ALL)
+    }
+
+    /// The samples' info with their labels: an external job's as learned
+    /// from its rows (-1 where not reported yet).
+    fn sample_info(&self) -> std::borrow::Cow<'_, SampleInfo> {
+        if self.plan.external {
+            std::borrow::Cow::Owned(SampleInfo { labels: self.labels.clone(), ..(*self.info).clone() })
         } else {
-            &*self.info
-        };
-        outputs::metrics_table(&self.acc, info, outputs::Recorded::ALL)
+            std::borrow::Cow::Borrowed(&*self.info)
+        }
     }
 
     /// The job's label errors (see [`crate::label_errors`]), from the
@@ -1095,9 +1092,9 @@ impl Aggregator {
             (Some((e, _)), _) => *e,
             (None, false) => self.epochs_total,
         };
-        let labels = if self.plan.external { &self.labels } else { &self.info.labels };
+        let info = self.sample_info();
         let full_aum = (0..self.acc.len()).map(|s| self.acc.metrics(s).map(|m| m.aum).unwrap_or(f64::NAN)).collect();
-        crate::label_errors::compute(&self.out, spec, summaries, epochs, labels, self.info.label_names.as_deref(), self.num_classes as usize, full_aum)
+        crate::label_errors::compute(&self.out, spec, summaries, epochs, &info.labels, info.label_names.as_deref(), self.num_classes as usize, full_aum)
     }
 
     /// Writes `metrics.parquet`.
@@ -1109,19 +1106,12 @@ impl Aggregator {
     /// (`mislabel_score`, and `is_suspect` with threshold samples) and their
     /// record in the footer (`carto.label_errors`).
     pub fn write_metrics_with(&self, errors: Option<&crate::label_errors::LabelErrors>) -> Result<PathBuf> {
-        let learned;
-        let info = if self.plan.external {
-            if let Some(s) = self.labels.iter().position(|&l| l < 0) {
-                return Err(CartoError::invalid(format!(
-                    "sample_id {s} was never reported: an external job's training loop must record every sample at least once"
-                )));
-            }
-            learned = SampleInfo { labels: self.labels.clone(), ..(*self.info).clone() };
-            &learned
-        } else {
-            &*self.info
-        };
-        let mut batch = outputs::metrics_batch(&self.acc, info)?;
+        if let Some(s) = self.labels.iter().position(|&l| l < 0).filter(|_| self.plan.external) {
+            return Err(CartoError::invalid(format!(
+                "sample_id {s} was never reported: an external job's training loop must record every sample at least once"
+            )));
+        }
+        let mut batch = outputs::metrics_batch(&self.acc, &self.sample_info())?;
         let mut metadata = vec![];
         if let Some(e) = errors {
             batch = crate::label_errors::with_columns(&batch, e)?;

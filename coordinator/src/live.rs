@@ -111,12 +111,8 @@ impl MapCache {
         if finished {
             // The most predicted class of each suspect, from the stored dynamics
             // (read once per finished job; a running job's map goes without).
-            let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
-            if let Ok(modes) = suspects::most_predicted(&src.out.join(outputs::DYNAMICS_DIR), &wanted) {
-                for r in rows.iter_mut() {
-                    r.most_predicted = modes.get(&r.sample_id).copied();
-                }
-            }
+            // Best effort: without it the map still draws.
+            let _ = suspects::add_most_predicted(&mut rows, &src.out.join(outputs::DYNAMICS_DIR));
         }
         let ids = table.column_by_name("id").map(|_| suspects::column_text(&table, "id", &what)).transpose()?;
         let title = reports::job_title(&src.spec);

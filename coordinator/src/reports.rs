@@ -80,11 +80,7 @@ pub fn suspects_report_of(
     let default_dynamics = metrics_path.parent().unwrap_or(Path::new(".")).join(outputs::DYNAMICS_DIR);
     let dynamics = dynamics.map(Path::to_path_buf).or_else(|| default_dynamics.is_dir().then_some(default_dynamics));
     if let Some(dir) = dynamics {
-        let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
-        let modes = suspects::most_predicted(&dir, &wanted)?;
-        for r in rows.iter_mut() {
-            r.most_predicted = modes.get(&r.sample_id).copied();
-        }
+        suspects::add_most_predicted(&mut rows, &dir)?;
     }
     let mut ctx = Context {
         label_names: suspects::label_names_of(metrics_path),
@@ -140,11 +136,7 @@ pub fn write_job_reports(out: &Path, spec: &JobSpec, texts: Option<Vec<String>>)
         let what = metrics.display().to_string();
         let table = crate::recompute::read_metrics(&metrics)?;
         let mut rows = suspects::rank(&table, SUSPECTS_AT_JOB_END, &what)?;
-        let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
-        let modes = suspects::most_predicted(&out.join(outputs::DYNAMICS_DIR), &wanted)?;
-        for r in rows.iter_mut() {
-            r.most_predicted = modes.get(&r.sample_id).copied();
-        }
+        suspects::add_most_predicted(&mut rows, &out.join(outputs::DYNAMICS_DIR))?;
         let ctx = Context {
             label_names: suspects::label_names_of(&metrics),
             ids: table.column_by_name("id").map(|_| suspects::column_text(&table, "id", &what)).transpose()?,

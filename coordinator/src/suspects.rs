@@ -95,6 +95,16 @@ pub fn rank(metrics: &RecordBatch, top: usize, what: &str) -> Result<Vec<Suspect
         .collect())
 }
 
+/// Fills in each row's most predicted class from a job's `dynamics`.
+pub fn add_most_predicted(rows: &mut [Suspect], dynamics: &Path) -> Result<()> {
+    let wanted: Vec<usize> = rows.iter().map(|r| r.sample_id).collect();
+    let modes = most_predicted(dynamics, &wanted)?;
+    for r in rows.iter_mut() {
+        r.most_predicted = modes.get(&r.sample_id).copied();
+    }
+    Ok(())
+}
+
 /// The most often predicted class of each sample in `wanted`, from a job's
 /// dynamics (ties to the lowest class index, like argmax).
 pub fn most_predicted(dynamics: &Path, wanted: &[usize]) -> Result<HashMap<usize, i64>> {

@@ -303,17 +303,12 @@ def cleanlab_main(argv):
     y = torch.from_numpy(y_np)
     if args.model == "mlp":
         # Standardised over all rows, as torch_reference.py does (no labels involved).
-        x = tr.dense_features(table.column(col))
+        x = features = tr.dense_features(table.column(col))
     else:
-        ids, starts, lens = tr.hash_texts(table.column(col).to_pylist(), args.hash_bits)
+        features = tr.hash_texts(table.column(col).to_pylist(), args.hash_bits)
 
     def forward(model, idx):
-        if args.model == "mlp":
-            return model(x.index_select(0, idx))
-        bl = lens.index_select(0, idx)
-        offsets = torch.cumsum(bl, 0) - bl
-        pos = torch.repeat_interleave(starts.index_select(0, idx) - offsets, bl) + torch.arange(int(bl.sum()))
-        return model(ids.index_select(0, pos), offsets)
+        return model(*tr.batch_inputs(features, idx))
 
     probs = np.zeros((n, classes))
     folds = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
